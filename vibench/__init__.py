@@ -1,0 +1,32 @@
+"""vibench: an interactive variational-inference workbench on a pure JAX core."""
+
+from . import engine, guides, models, objectives
+from .config import Config
+from .engine import Hyper, State, Trace, hyper_from_config, init_params, make_engine
+from .fit import Fit, fit
+from .guides import Guide, register_guide
+from .model import Model
+from .objectives import Objective, register_objective
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Config",
+    "Fit",
+    "Guide",
+    "Hyper",
+    "Model",
+    "Objective",
+    "State",
+    "Trace",
+    "engine",
+    "fit",
+    "guides",
+    "hyper_from_config",
+    "init_params",
+    "make_engine",
+    "models",
+    "objectives",
+    "register_guide",
+    "register_objective",
+]

@@ -1,0 +1,182 @@
+"""``Config``: the one serialisable description of a VI run.
+
+The widgets edit a Config, the engine consumes it, the export stores it. It is validated where it
+is built, before anything compiles; every field, its range and its default are listed in
+``docs/config.md``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import math
+import numbers
+from typing import Optional
+
+import optax
+
+from .guides import get_guide
+from .objectives import check_combination, get_objective
+
+__all__ = ["Config", "OPTIMIZERS", "SCHEDULES"]
+
+OPTIMIZERS = {
+    "adam": optax.adam,
+    "adamw": optax.adamw,
+    "sgd": optax.sgd,
+    "momentum": optax.sgd,  # optax's sgd with its `momentum` option, 0.9 unless set
+    "rmsprop": optax.rmsprop,
+    "adagrad": optax.adagrad,
+    "adabelief": optax.adabelief,
+}
+_DEFAULT_OPTIONS = {"momentum": {"momentum": 0.9}}
+SCHEDULES = ("constant", "exponential", "cosine")
+CUSTOM = "custom"  # the optimizer name recorded when fit() is handed an optax transformation
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Everything that defines a VI run; see ``docs/config.md`` for each field's range.
+
+    ``stl=None`` means "the objective's default": on for ``elbo``, off otherwise (read the
+    resolved value from :attr:`use_stl`).
+    """
+
+    guide: str = "meanfield"
+    rank: Optional[int] = None
+    guide_options: dict = dataclasses.field(default_factory=dict)
+    init_scale: float = 0.1
+    objective: str = "elbo"
+    num_particles: int = 1
+    stl: Optional[bool] = None
+    alpha: float = 0.5
+    optimizer: str = "adam"
+    optimizer_options: dict = dataclasses.field(default_factory=dict)
+    learning_rate: float = 1e-2
+    schedule: str = "constant"
+    warmup_steps: int = 0
+    final_lr_ratio: float = 0.01
+    clip_norm: Optional[float] = None
+    num_steps: int = 5000
+    seed: int = 0
+    chunk_size: int = 500
+    tol: Optional[float] = None
+
+    def __post_init__(self):
+        set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
+        for name in ("guide", "objective", "optimizer", "schedule"):
+            _check_type(name, getattr(self, name), str)
+        guide = get_guide(self.guide)
+        get_objective(self.objective)
+        if self.optimizer != CUSTOM and self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; known optimizers: {sorted(OPTIMIZERS)}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; known schedules: {list(SCHEDULES)}")
+
+        set_("num_particles", _integer("num_particles", self.num_particles, low=1))
+        set_("num_steps", _integer("num_steps", self.num_steps, low=1))
+        set_("chunk_size", _integer("chunk_size", self.chunk_size, low=1))
+        set_("warmup_steps", _integer("warmup_steps", self.warmup_steps, low=0))
+        set_("seed", _integer("seed", self.seed, low=0, high=2**32 - 1))
+        set_("learning_rate", _real("learning_rate", self.learning_rate, positive=True))
+        set_("init_scale", _real("init_scale", self.init_scale, positive=True))
+        set_("final_lr_ratio", _real("final_lr_ratio", self.final_lr_ratio, positive=True))
+        if self.final_lr_ratio > 1:
+            raise ValueError(f"final_lr_ratio must be in (0, 1], got {self.final_lr_ratio}")
+        set_("alpha", _real("alpha", self.alpha))
+        if self.alpha < 0:
+            raise ValueError(f"alpha must be >= 0 (0 is the IWAE bound), got {self.alpha}")
+        if self.objective == "renyi" and self.alpha == 1:
+            raise ValueError("alpha must not be 1 for objective 'renyi' (alpha -> 1 is the ELBO: use objective='elbo')")
+        if self.clip_norm is not None:
+            set_("clip_norm", _real("clip_norm", self.clip_norm, positive=True))
+        if self.tol is not None:
+            set_("tol", _real("tol", self.tol, positive=True))
+        if self.stl is not None:
+            _check_type("stl", self.stl, bool)
+        if self.rank is not None:
+            if self.guide != "lowrank":
+                raise ValueError(f"rank applies to guide 'lowrank' only, got guide={self.guide!r} with rank={self.rank}")
+            set_("rank", _integer("rank", self.rank, low=1))
+        for name in ("guide_options", "optimizer_options"):
+            _check_type(name, getattr(self, name), dict)
+        if self.optimizer in OPTIMIZERS:
+            _check_optimizer_options(self.optimizer, self.optimizer_options)
+        check_combination(guide, self.objective, self.use_stl, self.num_particles)
+
+    @property
+    def use_stl(self) -> bool:
+        """Stick-the-landing as it will run: ``stl``, or the objective's default when unset."""
+        if self.stl is not None:
+            return self.stl
+        return get_objective(self.objective).default_stl and not get_guide(self.guide).point
+
+    @property
+    def guide_init_options(self) -> dict:
+        """The options the guide family's ``init`` receives (``rank`` folded in)."""
+        options = dict(self.guide_options)
+        if self.rank is not None:
+            options["rank"] = self.rank
+        return options
+
+    def replace(self, **changes) -> "Config":
+        """A copy with ``changes`` applied (and validated)."""
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise TypeError(f"Config has no field(s) {sorted(unknown)}; fields: {[f.name for f in dataclasses.fields(self)]}")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        """The Config as a JSON string; :meth:`from_json` reads it back."""
+        return json.dumps({"vibench_config": 1, **self.to_dict()}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Config":
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError("Config.from_json expects a JSON object")
+        version = data.pop("vibench_config", 1)
+        if version != 1:
+            raise ValueError(f"this Config JSON has format version {version}; this vibench reads version 1")
+        return cls(**data)
+
+
+def _check_type(name, value, kind):
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        raise TypeError(f"{name} must be a {kind.__name__}, got {value!r} of type {type(value).__name__}")
+
+
+def _integer(name, value, low=None, high=None):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r} of type {type(value).__name__}")
+    value = int(value)
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise ValueError(f"{name} must be an integer {bounds}, got {value}")
+    return value
+
+
+def _real(name, value, positive=False):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {value!r} of type {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value) or (positive and value <= 0):
+        raise ValueError(f"{name} must be a finite number{' > 0' if positive else ''}, got {value}")
+    return value
+
+
+def _check_optimizer_options(name: str, options: dict) -> None:
+    allowed = set(inspect.signature(OPTIMIZERS[name]).parameters) - {"learning_rate"}
+    unknown = set(options) - allowed
+    if unknown:
+        raise ValueError(f"optimizer {name!r} has no option(s) {sorted(unknown)}; it takes {sorted(allowed)}")
+
+
+def optimizer_options(config: Config) -> dict:
+    """The keyword options of the named optax optimizer (defaults for ``momentum`` included)."""
+    return {**_DEFAULT_OPTIONS.get(config.optimizer, {}), **config.optimizer_options}
+

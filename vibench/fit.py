@@ -1,0 +1,310 @@
+"""``fit``: the Python driver around the engine, and the ``Fit`` it returns.
+
+The driver runs compiled chunks of ``config.chunk_size`` steps; between chunks it moves the chunk's
+trace to the host, updates the progress bar, calls callbacks and checks the stopping rules. Ctrl-C
+returns the fit as of the last finished chunk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import warnings
+from typing import Any, Callable, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+from .config import CUSTOM, Config
+from .engine import State, Trace, cached, hyper_from_config, init_params, make_engine
+from .guides import Guide, get_guide
+from .model import Model
+
+__all__ = ["Fit", "fit"]
+
+Callback = Callable[[int, Trace, State], Optional[bool]]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Fit:
+    """A fitted guide: the model, the Config, the engine state and the whole trace (NumPy arrays).
+
+    ``stop_reason`` is one of ``"completed"``, ``"converged"`` (``config.tol`` reached),
+    ``"callback"``, ``"interrupted"`` (Ctrl-C) or ``"diverged"`` (a whole chunk rejected).
+    """
+
+    model: Model
+    config: Config
+    state: State
+    trace: Trace
+    wall_time: float
+    stop_reason: str = "completed"
+    optimizer: Optional[optax.GradientTransformation] = None
+
+    @property
+    def guide(self) -> Guide:
+        return get_guide(self.config.guide)
+
+    @property
+    def params(self) -> Any:
+        """The guide's params pytree (flat unconstrained space)."""
+        return self.state.params
+
+    @property
+    def num_steps(self) -> int:
+        return int(self.trace.loss.shape[0])
+
+    @property
+    def num_rejected(self) -> int:
+        """Steps skipped because their loss, gradient or update was not finite."""
+        return int(np.sum(self.trace.rejected))
+
+    def sample_unconstrained(self, key: jax.Array, n: int) -> jax.Array:
+        """``n`` draws ``(n, dim)`` from the guide in the flat unconstrained space."""
+        _check_count("n", n)
+        return _draw_fn(self.model, self.guide, n)(self.params, key)
+
+    def sample(self, key: jax.Array, n: int) -> dict:
+        """``n`` draws of every site (deterministic ones too), constrained: ``{name: (n, *shape)}``."""
+        _check_count("n", n)
+        return _sample_fn(self.model, self.guide, n)(self.params, key)
+
+    def mean(self, num_draws: int = 4000, key: Optional[jax.Array] = None) -> dict:
+        """Posterior means of every site in its constrained space (Monte Carlo, ``num_draws``)."""
+        draws = self.sample(_default_key(key), num_draws)
+        return {k: np.asarray(v).mean(0) for k, v in draws.items()}
+
+    def std(self, num_draws: int = 4000, key: Optional[jax.Array] = None) -> dict:
+        """Posterior standard deviations of every site, constrained (Monte Carlo, ``num_draws``)."""
+        draws = self.sample(_default_key(key), num_draws)
+        return {k: np.asarray(v).std(0) for k, v in draws.items()}
+
+    def elbo(self, key: Optional[jax.Array] = None, num_particles: int = 1000) -> float:
+        """A precise ELBO estimate of the fitted guide, for fair comparison of runs (point guides:
+        the log joint at the point)."""
+        _check_count("num_particles", num_particles)
+        return float(_elbo_fn(self.model, self.guide, num_particles)(self.params, _default_key(key)))
+
+    def summary(self, num_draws: int = 4000, key: Optional[jax.Array] = None):
+        """A table (pandas DataFrame) of mean, sd and 94% HDI per scalar parameter."""
+        import arviz as az
+
+        draws = self.sample(_default_key(key), num_draws)
+        data = az.convert_to_inference_data({k: np.asarray(v)[None] for k, v in draws.items()})
+        return az.summary(data, kind="stats")
+
+    def __repr__(self) -> str:
+        last = np.asarray(self.trace.elbo)[~np.asarray(self.trace.rejected)][-100:]
+        elbo = f"{np.mean(last):.4g}" if last.size else "n/a"
+        return (
+            f"Fit({self.model.name!r}, guide={self.config.guide!r}, objective={self.config.objective!r}, "
+            f"steps={self.num_steps}, elbo~{elbo}, rejected={self.num_rejected}, {self.stop_reason})"
+        )
+
+
+def fit(
+    model: Model,
+    config: Optional[Config] = None,
+    *,
+    init: Optional[Fit] = None,
+    init_values: Optional[dict] = None,
+    optimizer: Optional[optax.GradientTransformation] = None,
+    callbacks: Sequence[Callback] = (),
+    progress_bar: bool = True,
+    **overrides,
+) -> Fit:
+    """Fit ``model`` with ``config`` (keyword ``overrides`` replace its fields).
+
+    ``init=fit`` resumes: ``config.num_steps`` more steps from that fit's state, the trace appended.
+    ``init_values`` (constrained, by site) sets the guide's starting location. ``optimizer`` takes any
+    optax transformation (the Config then records ``"custom"``; its learning rate is not live).
+    Each callback gets ``(step, trace_so_far, state)`` after every chunk; returning True stops.
+    """
+    if not isinstance(model, Model):
+        raise TypeError(
+            f"fit expects a vibench.Model, got {type(model).__name__}; build one with "
+            "vb.Model.from_numpyro(model_fn, *args, **kwargs) or vb.Model.from_log_density(...)"
+        )
+    config = _resolve_config(config, optimizer, overrides)
+    if init is not None and optimizer is None and config.optimizer == CUSTOM:
+        optimizer = init.optimizer
+    engine = make_engine(model, config, optimizer)
+    hyper = hyper_from_config(config)
+    if init is None:
+        init_key = jax.random.key(config.seed)
+        # The RBG generator compiles several times faster than threefry on CPU, for the same noise
+        # quality a VI gradient needs.
+        run_key = jax.random.key(config.seed, impl="rbg")
+        state = engine.init(init_params(model, config, init_key, init_values), run_key, hyper)
+        history, elapsed = None, 0.0
+    else:
+        if init_values is not None:
+            raise ValueError("pass either init (a Fit to resume) or init_values, not both")
+        state = _resume_state(init, model, config, engine, hyper, optimizer)
+        history, elapsed = init.trace, init.wall_time
+
+    runner = _Runner(state, config, history, callbacks, progress_bar, model.name)
+    start = time.perf_counter()
+    try:
+        runner.run(engine)
+    finally:
+        runner.close()
+    return Fit(
+        model=model,
+        config=config,
+        state=runner.state,
+        trace=runner.trace(),
+        wall_time=elapsed + time.perf_counter() - start,
+        stop_reason=runner.stop_reason,
+        optimizer=optimizer,
+    )
+
+
+class _Runner:
+    """The chunk loop's mutable bookkeeping: state, a preallocated host trace, the progress bar."""
+
+    def __init__(self, state, config, history, callbacks, progress_bar, name):
+        self.state, self.config, self.callbacks = state, config, tuple(callbacks)
+        offset = 0 if history is None else len(history.loss)
+        total = offset + config.num_steps
+        self._buffers = Trace(
+            np.full(total, np.nan, np.float32), np.full(total, np.nan, np.float32),
+            np.full(total, np.nan, np.float32), np.zeros(total, bool),
+        )
+        if history is not None:
+            for buf, old in zip(self._buffers, history):
+                buf[:offset] = old
+        self._filled = self._start = offset
+        self.stop_reason = "completed"
+        self._bar = tqdm(total=config.num_steps, desc=f"vibench {name}", disable=not progress_bar, leave=True)
+
+    def trace(self) -> Trace:
+        return Trace(*(buf[: self._filled] for buf in self._buffers))
+
+    def run(self, engine) -> None:
+        remaining, previous_mean = self.config.num_steps, None
+        try:
+            while remaining > 0:
+                n = min(self.config.chunk_size, remaining)
+                state, chunk = engine.run_chunk(self.state, n)
+                chunk = jax.device_get(chunk)  # one transfer per chunk, not one per step
+                for buf, values in zip(self._buffers, chunk):
+                    buf[self._filled : self._filled + n] = values
+                self.state, self._filled = state, self._filled + n
+                remaining -= n
+                accepted = ~chunk.rejected
+                chunk_mean = float(np.mean(chunk.elbo[accepted])) if accepted.any() else float("nan")
+                self._bar.update(n)
+                self._bar.set_postfix(elbo=f"{chunk_mean:.4g}", rejected=int(np.sum(self.trace().rejected)), refresh=False)
+                if not accepted.any():
+                    self._diverged(chunk)
+                    return
+                if any(cb(self._filled, self.trace(), self.state) for cb in self.callbacks):
+                    self.stop_reason = "callback"
+                    return
+                if self.config.tol is not None and previous_mean is not None:
+                    if abs(chunk_mean - previous_mean) <= self.config.tol * max(abs(previous_mean), 1e-12):
+                        self.stop_reason = "converged"
+                        return
+                previous_mean = chunk_mean
+        except KeyboardInterrupt:
+            self.stop_reason = "interrupted"
+
+    def _diverged(self, chunk) -> None:
+        if not np.all(np.isfinite(chunk.loss)):
+            cause = "the objective is not finite at the guide's draws (the model's log density is NaN or infinite there)"
+        else:
+            cause = "the gradient (or the parameter update) is not finite"
+        if self._filled - len(chunk.loss) == self._start:
+            raise FloatingPointError(
+                f"all {len(chunk.loss)} steps of the first chunk were rejected: {cause}. Check the model "
+                "near its initial point, or try a smaller learning_rate / init_scale"
+            )
+        self.stop_reason = "diverged"
+        warnings.warn(f"stopped after {self._filled} steps: a whole chunk was rejected ({cause}); the fit keeps the last good state")
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+def _resolve_config(config, optimizer, overrides) -> Config:
+    if config is None:
+        config = Config()
+    elif not isinstance(config, Config):
+        raise TypeError(f"config must be a vibench.Config, got {type(config).__name__}")
+    if optimizer is not None:
+        if not isinstance(optimizer, optax.GradientTransformation):
+            raise TypeError(f"optimizer must be an optax.GradientTransformation, got {type(optimizer).__name__}")
+        overrides = {**overrides, "optimizer": CUSTOM}
+    return config.replace(**overrides) if overrides else config
+
+
+def _resume_state(init, model, config, engine, hyper, optimizer) -> State:
+    if not isinstance(init, Fit):
+        raise TypeError(f"init must be a Fit to resume from, got {type(init).__name__}")
+    if init.model is not model and (init.model.dim != model.dim or init.model.sites != model.sites):
+        raise ValueError(
+            f"init is a fit of another model ({init.model!r}); it cannot start a fit of {model!r}"
+        )
+    if init.config.guide != config.guide:
+        raise ValueError(
+            f"init was fitted with guide {init.config.guide!r}; resuming needs the same guide, got "
+            f"{config.guide!r} (start a new fit to change the family)"
+        )
+    state = init.state
+    changed = (init.config.optimizer, init.config.optimizer_options) != (config.optimizer, config.optimizer_options)
+    if changed or (config.optimizer == CUSTOM and init.optimizer is not optimizer):
+        # Another optimizer's moments mean nothing to this one: start its state afresh.
+        state = state._replace(opt_state=engine.optimizer.init(state.params))
+    return state._replace(hyper=hyper)
+
+
+def _check_count(name: str, n: int) -> None:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {n!r}")
+
+
+def _default_key(key):
+    return jax.random.key(0) if key is None else key
+
+
+def _draw_fn(model, guide, n):
+    def build():
+        def draw(params, key):
+            return guide.transform(params, jax.random.normal(key, (n, guide.noise_dim(params))))
+
+        return jax.jit(draw)
+
+    return cached(model, ("draw", guide.name, int(n)), build)
+
+
+def _sample_fn(model, guide, n):
+    def build():
+        draw = _draw_fn(model, guide, n)
+        return jax.jit(lambda params, key: jax.vmap(model.constrain)(draw(params, key)))
+
+    return cached(model, ("sample", guide.name, int(n)), build)
+
+
+def _elbo_fn(model, guide, num_particles):
+    batch = min(num_particles, 256)
+    num_batches = -(-num_particles // batch)
+
+    def build():
+        def one_batch(params, key):
+            z = guide.transform(params, jax.random.normal(key, (batch, guide.noise_dim(params))))
+            if guide.point:
+                return jnp.full((batch,), model.log_joint(params.loc))
+            return jax.vmap(model.log_density)(z) - guide.log_prob(params, z)
+
+        def estimate(params, key):
+            # Batches bound the memory of a large particle count.
+            values = jax.lax.map(lambda k: one_batch(params, k), jax.random.split(key, num_batches))
+            return jnp.mean(values.reshape(-1)[:num_particles])
+
+        return jax.jit(estimate)
+
+    return cached(model, ("elbo", guide.name, int(num_particles)), build)

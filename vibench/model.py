@@ -1,0 +1,217 @@
+"""``Model``: a posterior as a log density over one flat unconstrained vector ``z`` of shape ``(d,)``.
+
+Two front doors: :meth:`Model.from_numpyro` (NumPyro does the tracing, constraints and transforms)
+and :meth:`Model.from_log_density` (a plain JAX function of named constrained values, with declared
+supports turned into transforms by ``numpyro.distributions.transforms.biject_to``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+from numpyro import handlers
+from numpyro.distributions import constraints
+from numpyro.distributions.transforms import biject_to
+from numpyro.infer import init_to_median
+from numpyro.infer.util import constrain_fn, initialize_model, log_density, unconstrain_fn
+
+__all__ = ["Model"]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Model:
+    """A posterior over a flat unconstrained vector ``z`` ``(dim,)``.
+
+    - ``log_density(z) -> ()``: log p(data, constrain(z)) plus the log-Jacobian of the transforms;
+      the density VI fits in the flat space.
+    - ``log_joint(z) -> ()``: log p(data, constrain(z)) without the Jacobian; the MAP objective in the
+      model's own parameterisation.
+    - ``constrain(z) -> dict``: named values in their natural space (deterministic sites included).
+    - ``unconstrain(values) -> (dim,)``: the inverse, from constrained latent values.
+    - ``init_z``: the model's initial point ``(dim,)``; ``sites``: latent site name -> shape.
+    """
+
+    log_density: Callable[[jax.Array], jax.Array]
+    log_joint: Callable[[jax.Array], jax.Array]
+    constrain: Callable[[jax.Array], dict]
+    unconstrain: Callable[[Mapping[str, Any]], jax.Array]
+    init_z: jax.Array
+    sites: dict
+    name: str = "model"
+    numpyro_model: Optional[Callable] = None
+    model_args: tuple = ()
+    model_kwargs: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def dim(self) -> int:
+        """Length of the flat unconstrained vector."""
+        return int(self.init_z.shape[0])
+
+    def __repr__(self) -> str:
+        sites = ", ".join(f"{k}: {tuple(v)}" for k, v in self.sites.items())
+        return f"Model({self.name!r}, dim={self.dim}, sites={{{sites}}})"
+
+    @classmethod
+    def from_numpyro(cls, model_fn: Callable, *args, **kwargs) -> "Model":
+        """Wrap a NumPyro model called as ``model_fn(*args, **kwargs)``.
+
+        Latent sites must be continuous sample sites: ``numpyro.param``/``mutable`` sites and
+        discrete latents raise a ValueError naming the site.
+        """
+        if not callable(model_fn):
+            raise TypeError(f"Model.from_numpyro expects a NumPyro model function, got {type(model_fn).__name__}")
+        _check_numpyro_sites(model_fn, args, kwargs)
+        try:
+            info = initialize_model(
+                jax.random.key(0),
+                model_fn,
+                init_strategy=init_to_median(num_samples=15),
+                model_args=args,
+                model_kwargs=kwargs,
+            )
+        except RuntimeError as err:
+            raise ValueError(
+                f"the log density of {_name(model_fn)} is not finite at any initial point tried "
+                f"{_nonfinite_sites(model_fn, args, kwargs)}; check the data for NaN or values "
+                "outside the likelihood's support, and that the priors and data shapes agree"
+            ) from err
+        init_z, unravel = ravel_pytree(info.param_info.z)
+
+        def latent(z):
+            return constrain_fn(model_fn, args, kwargs, unravel(z), return_deterministic=False)
+
+        def unconstrain(values):
+            full = {**latent(init_z), **{k: jnp.asarray(v) for k, v in values.items()}}
+            return ravel_pytree(unconstrain_fn(model_fn, args, kwargs, full))[0]
+
+        sites = {name: tuple(np.shape(v)) for name, v in latent(init_z).items()}
+        return cls(
+            log_density=lambda z: -info.potential_fn(unravel(z)),
+            log_joint=lambda z: log_density(model_fn, args, kwargs, latent(z))[0],
+            constrain=lambda z: info.postprocess_fn(unravel(z)),
+            unconstrain=unconstrain,
+            init_z=init_z,
+            sites=sites,
+            name=_name(model_fn),
+            numpyro_model=model_fn,
+            model_args=args,
+            model_kwargs=kwargs,
+        )
+
+    @classmethod
+    def from_log_density(
+        cls,
+        log_density: Callable[[dict], jax.Array],
+        supports: Mapping[str, Any],
+        *,
+        shapes: Optional[Mapping[str, tuple]] = None,
+        init: Optional[Mapping[str, Any]] = None,
+        name: Optional[str] = None,
+    ) -> "Model":
+        """Wrap ``log_density(values) -> ()``, a function of a dict of constrained values.
+
+        ``supports`` maps each name to a ``numpyro.distributions.constraints`` object (e.g.
+        ``constraints.positive``); ``shapes`` gives each value's shape (default scalar); ``init``
+        gives constrained starting values (default: the transform of 0).
+        """
+        if not callable(log_density):
+            raise TypeError(f"log_density must be callable, got {type(log_density).__name__}")
+        if not isinstance(supports, Mapping) or not supports:
+            raise ValueError("supports must be a non-empty dict of name -> numpyro constraint")
+        shapes = dict(shapes or {})
+        init = dict(init or {})
+        for extra, what in ((set(shapes) - set(supports), "shapes"), (set(init) - set(supports), "init")):
+            if extra:
+                raise ValueError(f"{what} names {sorted(extra)} that are not in supports {sorted(supports)}")
+        transforms = {}
+        for key, support in supports.items():
+            if not isinstance(support, constraints.Constraint):
+                raise TypeError(f"supports[{key!r}] must be a numpyro constraint, got {support!r}")
+            if support.is_discrete:
+                raise ValueError(f"supports[{key!r}] is discrete ({support}); vibench fits continuous latents only")
+            transforms[key] = biject_to(support)
+        z0 = {}
+        for key, t in transforms.items():
+            shape = tuple(shapes.get(key, np.shape(init[key]) if key in init else ()))
+            if key in init:
+                z0[key] = jnp.asarray(t.inv(jnp.broadcast_to(jnp.asarray(init[key], jnp.float32), shape)))
+            else:
+                z0[key] = jnp.zeros(t.inverse_shape(shape), jnp.float32)
+        init_z, unravel = ravel_pytree(z0)
+
+        def constrain(z):
+            u = unravel(z)
+            return {k: transforms[k](u[k]) for k in transforms}
+
+        def flat_log_density(z):
+            u = unravel(z)
+            x = {k: transforms[k](u[k]) for k in transforms}
+            log_det = sum(jnp.sum(transforms[k].log_abs_det_jacobian(u[k], x[k])) for k in transforms)
+            return log_density(x) + log_det
+
+        def unconstrain(values):
+            return ravel_pytree({k: transforms[k].inv(jnp.asarray(values[k])) if k in values else v for k, v in unravel(init_z).items()})[0]
+
+        label = name or _name(log_density)
+        out = jax.eval_shape(flat_log_density, init_z)
+        if out.shape != ():
+            raise ValueError(f"log_density of {label} must return a scalar, got shape {out.shape}")
+        value = float(flat_log_density(init_z))
+        if not np.isfinite(value):
+            raise ValueError(
+                f"the log density of {label} is {value} at its initial point {dict(constrain(init_z))}; "
+                "pass init= with values where it is finite"
+            )
+        return cls(
+            log_density=flat_log_density,
+            log_joint=lambda z: log_density(constrain(z)),
+            constrain=constrain,
+            unconstrain=unconstrain,
+            init_z=init_z,
+            sites={k: tuple(np.shape(v)) for k, v in constrain(init_z).items()},
+            name=label,
+        )
+
+
+def _name(fn) -> str:
+    return getattr(fn, "__name__", type(fn).__name__)
+
+
+def _check_numpyro_sites(model_fn, args, kwargs) -> None:
+    trace = handlers.trace(handlers.seed(model_fn, 0)).get_trace(*args, **kwargs)
+    latent = []
+    for name, site in trace.items():
+        if site["type"] in ("param", "mutable"):
+            raise ValueError(
+                f"site {name!r} is a numpyro.{site['type']} site: vibench fits the posterior of sample "
+                "sites only; give it a prior with numpyro.sample, or pass it to the model as data"
+            )
+        if site["type"] != "sample" or site["is_observed"] or site["infer"].get("is_auxiliary"):
+            continue
+        if site["fn"].support.is_discrete:
+            raise ValueError(
+                f"latent site {name!r} is discrete ({type(site['fn']).__name__}): Gaussian-family VI needs "
+                "continuous latents; marginalise it out of the model (e.g. a logsumexp over its values)"
+            )
+        latent.append(name)
+    if not latent:
+        raise ValueError(f"{_name(model_fn)} has no latent sample sites: there is no posterior to fit")
+
+
+def _nonfinite_sites(model_fn, args, kwargs) -> str:
+    """Names of the sites whose log density is not finite at a prior draw, as a phrase."""
+    try:
+        trace = handlers.trace(handlers.seed(model_fn, 0)).get_trace(*args, **kwargs)
+        bad = [
+            name
+            for name, site in trace.items()
+            if site["type"] == "sample" and not np.all(np.isfinite(np.asarray(site["fn"].log_prob(site["value"]))))
+        ]
+    except Exception:  # noqa: BLE001 - this only decorates an error message
+        return ""
+    return f"(not finite at a prior draw: {', '.join(map(repr, bad))})" if bad else ""
