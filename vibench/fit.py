@@ -178,6 +178,7 @@ class _Runner:
             for buf, old in zip(self._buffers, history):
                 buf[:offset] = old
         self._filled = self._start = offset
+        self._rejected = int(np.sum(self._buffers.rejected[:offset]))
         self.stop_reason = "completed"
         self._bar = tqdm(total=config.num_steps, desc=f"vibench {name}", disable=not progress_bar, leave=True)
 
@@ -197,8 +198,9 @@ class _Runner:
                 remaining -= n
                 accepted = ~chunk.rejected
                 chunk_mean = float(np.mean(chunk.elbo[accepted])) if accepted.any() else float("nan")
+                self._rejected += int(np.sum(chunk.rejected))
                 self._bar.update(n)
-                self._bar.set_postfix(elbo=f"{chunk_mean:.4g}", rejected=int(np.sum(self.trace().rejected)), refresh=False)
+                self._bar.set_postfix(elbo=f"{chunk_mean:.4g}", rejected=self._rejected, refresh=False)
                 if not accepted.any():
                     self._diverged(chunk)
                     return

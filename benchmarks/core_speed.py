@@ -1,0 +1,112 @@
+"""Speed of vibench's fit against NumPyro's SVI.run and BlackJAX's mean-field VI, in one process.
+
+    python benchmarks/core_speed.py            # all models, 1 and 8 particles
+    python benchmarks/core_speed.py --quick    # shorter runs
+
+Mean-field guide, Adam 1e-2, STL on for vibench and BlackJAX (NumPyro's Trace_ELBO has no STL).
+Steady steps/s comes from two run lengths of warm (already compiled) calls, so compile time
+cancels; NumPyro's SVI.run compiles on every call, which the two lengths cancel too. "First result"
+is the wall time of a cold call that returns 500 steps, counted from a freshly built model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import blackjax
+import jax
+import numpyro
+import optax
+from numpyro.infer import SVI, Trace_ELBO
+from numpyro.infer.autoguide import AutoNormal
+
+import vibench as vb
+from vibench import models
+
+MODELS = {
+    "eight schools (d=10)": (models.eight_schools_noncentered_model, (), models.EIGHT_SCHOOLS),
+    "logistic N=10k D=50": (models.logistic_regression_model, models.logistic_regression_data(10_000, 50), {}),
+    "hierarchical N=5k, 100 groups": (models.hierarchical_regression_model, models.hierarchical_regression_data(5_000, 100), {}),
+}
+
+
+def timed(fn):
+    start = time.perf_counter()
+    out = fn()
+    jax.block_until_ready(out)
+    return time.perf_counter() - start
+
+
+def steady(run, n1, n2, repeats=3):
+    """Steps/s from the best of ``repeats`` timings at two lengths (compile and overheads cancel)."""
+    t1 = min(timed(lambda: run(n1)) for _ in range(repeats))
+    t2 = min(timed(lambda: run(n2)) for _ in range(repeats))
+    return (n2 - n1) / max(t2 - t1, 1e-9)
+
+
+def bench_vibench(fn, args, kwargs, particles, n1, n2):
+    start = time.perf_counter()
+    model = vb.Model.from_numpyro(fn, *args, **kwargs)
+    config = vb.Config(guide="meanfield", num_particles=particles, learning_rate=1e-2, chunk_size=500)
+    first = time.perf_counter()
+    fit = vb.fit(model, config, num_steps=500, progress_bar=True)
+    first = time.perf_counter() - first
+    rate = steady(lambda n: vb.fit(model, config, num_steps=n, progress_bar=True).trace.elbo, n1, n2)
+    return rate, first, time.perf_counter() - start, fit
+
+
+def bench_numpyro(fn, args, kwargs, particles, n1, n2, progress_bar):
+    guide = AutoNormal(fn)
+    svi = SVI(fn, guide, numpyro.optim.Adam(1e-2), Trace_ELBO(num_particles=particles))
+    key = jax.random.key(0)
+    first = timed(lambda: svi.run(key, 500, *args, progress_bar=progress_bar, **kwargs).losses)
+    rate = steady(lambda n: svi.run(key, n, *args, progress_bar=progress_bar, **kwargs).losses, n1, n2, repeats=2)
+    return rate, first
+
+
+def bench_blackjax(fn, args, kwargs, particles, n1, n2):
+    model = vb.Model.from_numpyro(fn, *args, **kwargs)
+    mfvi = blackjax.meanfield_vi(model.log_density, optax.adam(1e-2), num_samples=particles)
+
+    def run(n):
+        def body(state, key):
+            state, info = mfvi.step(key, state)
+            return state, info.elbo
+
+        return jax.lax.scan(body, mfvi.init(model.init_z), jax.random.split(jax.random.key(0), n))
+
+    compiled = {n: jax.jit(run, static_argnums=0).lower(n).compile() for n in (500, n1, n2)}
+    first = timed(lambda: jax.jit(lambda: run(500))())
+    rate = steady(lambda n: compiled[n]()[1], n1, n2)
+    return rate, first
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="shorter runs")
+    args = parser.parse_args()
+    print(f"jax {jax.__version__}, numpyro {numpyro.__version__}, blackjax {blackjax.__version__}, device {jax.devices()[0]}")
+    header = "| model | K | vibench, bar on | NumPyro SVI.run, bar off | NumPyro SVI.run, bar on | BlackJAX in scan | vibench / best peer headless | vibench / NumPyro bar on | first result: vibench / NumPyro / BlackJAX (s) |"
+    print(header)
+    print("|" + "---|" * (header.count("|") - 1))
+    for name, (fn, fn_args, fn_kwargs) in MODELS.items():
+        slow = "logistic" in name or "hierarchical" in name
+        for particles in (1, 8):
+            n1, n2 = (1000, 3000) if slow else (5000, 20000)
+            if args.quick:
+                n1, n2 = n1 // 2, n2 // 2
+            vib, vib_first, _, _ = bench_vibench(fn, fn_args, fn_kwargs, particles, n1, n2)
+            np_off, np_first = bench_numpyro(fn, fn_args, fn_kwargs, particles, n1, n2, progress_bar=False)
+            np_on, _ = bench_numpyro(fn, fn_args, fn_kwargs, particles, n1 // 10, n2 // 10, progress_bar=True)
+            bj, bj_first = bench_blackjax(fn, fn_args, fn_kwargs, particles, n1, n2)
+            best = max(np_off, bj)
+            print(
+                f"| {name} | {particles} | {vib:,.0f} | {np_off:,.0f} | {np_on:,.0f} | {bj:,.0f} | "
+                f"{vib / best:.2f}x | {vib / np_on:.1f}x | {vib_first:.2f} / {np_first:.2f} / {bj_first:.2f} |",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
