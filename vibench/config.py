@@ -19,7 +19,7 @@ import optax
 from .guides import get_guide
 from .objectives import check_combination, get_objective
 
-__all__ = ["Config", "OPTIMIZERS", "SCHEDULES"]
+__all__ = ["Config", "INITS", "OPTIMIZERS", "SCHEDULES"]
 
 OPTIMIZERS = {
     "adam": optax.adam,
@@ -31,7 +31,8 @@ OPTIMIZERS = {
     "adabelief": optax.adabelief,
 }
 _DEFAULT_OPTIONS = {"momentum": {"momentum": 0.9}}
-SCHEDULES = ("constant", "exponential", "cosine")
+SCHEDULES = ("plateau", "constant", "exponential", "cosine")
+INITS = ("laplace", "map", "prior")
 CUSTOM = "custom"  # the optimizer name recorded when fit() is handed an optax transformation
 
 
@@ -46,6 +47,7 @@ class Config:
     guide: str = "meanfield"
     rank: Optional[int] = None
     guide_options: dict = dataclasses.field(default_factory=dict)
+    init: str = "laplace"
     init_scale: float = 0.1
     objective: str = "elbo"
     num_particles: int = 1
@@ -54,7 +56,7 @@ class Config:
     optimizer: str = "adam"
     optimizer_options: dict = dataclasses.field(default_factory=dict)
     learning_rate: float = 1e-2
-    schedule: str = "constant"
+    schedule: str = "plateau"
     warmup_steps: int = 0
     final_lr_ratio: float = 0.01
     clip_norm: Optional[float] = None
@@ -65,12 +67,14 @@ class Config:
 
     def __post_init__(self):
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
-        for name in ("guide", "objective", "optimizer", "schedule"):
+        for name in ("guide", "objective", "optimizer", "schedule", "init"):
             _check_type(name, getattr(self, name), str)
         guide = get_guide(self.guide)
         get_objective(self.objective)
         if self.optimizer != CUSTOM and self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; known optimizers: {sorted(OPTIMIZERS)}")
+        if self.init not in INITS:
+            raise ValueError(f"unknown init {self.init!r}; known starts: {list(INITS)}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}; known schedules: {list(SCHEDULES)}")
 

@@ -26,7 +26,19 @@ from .config import CUSTOM, OPTIMIZERS, Config, optimizer_options
 from .guides import Guide, get_guide
 from .objectives import make_objective
 
-__all__ = ["Hyper", "State", "Trace", "Engine", "make_engine", "init_params", "hyper_from_config", "trace_count"]
+__all__ = [
+    "Hyper",
+    "Precond",
+    "State",
+    "Trace",
+    "Engine",
+    "Whitened",
+    "make_engine",
+    "init_params",
+    "identity_precond",
+    "hyper_from_config",
+    "trace_count",
+]
 
 
 class Hyper(NamedTuple):
@@ -41,13 +53,58 @@ class Hyper(NamedTuple):
     final_lr_ratio: Any
 
 
+class Precond(NamedTuple):
+    """An affine map ``z = shift + scale @ u`` from the guide's whitened coordinates ``u`` to the
+    model's flat space ``z``; ``scale`` is a lower-triangular ``(d, d)`` or a diagonal ``(d,)``."""
+
+    shift: Any  # (d,)
+    scale: Any  # (d, d) lower-triangular, or (d,)
+    log_det: Any  # (), log |det scale|
+
+    def to_z(self, u):
+        """``u`` ``(..., d)`` to ``z`` ``(..., d)``."""
+        if self.scale.ndim == 2:
+            with jax.default_matmul_precision("highest"):
+                return self.shift + u @ self.scale.T
+        return self.shift + u * self.scale
+
+    def to_u(self, z):
+        """The inverse map, ``z`` ``(..., d)`` to ``u``."""
+        if self.scale.ndim == 2:
+            with jax.default_matmul_precision("highest"):
+                return jax.scipy.linalg.solve_triangular(self.scale, (z - self.shift).T, lower=True).T
+        return (z - self.shift) / self.scale
+
+
+def identity_precond(shift, whitening: str) -> Precond:
+    """No preconditioning: ``z = shift + u``, with the scale in the family's form."""
+    d = shift.shape[-1]
+    scale = jnp.eye(d, dtype=shift.dtype) if whitening == "full" else jnp.ones(d, shift.dtype)
+    return Precond(jnp.asarray(shift), scale, jnp.zeros((), shift.dtype))
+
+
+class Whitened(NamedTuple):
+    """``model`` seen from the whitened coordinates of ``precond``: the log density includes
+    ``log |det scale|``, so ELBOs equal those in the model's own flat space."""
+
+    model: Any
+    precond: Precond
+
+    def log_density(self, u):
+        return self.model.log_density(self.precond.to_z(u)) + self.precond.log_det
+
+    def log_joint(self, u):
+        return self.model.log_joint(self.precond.to_z(u))
+
+
 class State(NamedTuple):
-    params: Any  # the guide's params pytree
+    params: Any  # the guide's params pytree, in the whitened coordinates u
     opt_state: Any  # optax state of the base optimizer
     key: jax.Array  # base key; step t's noise is a function of (key, t)
     step: jax.Array  # int32, steps taken (rejected ones included)
     num_rejected: jax.Array  # int32
     hyper: Hyper
+    precond: Precond  # runtime arrays: a new starting point never recompiles
 
 
 class Trace(NamedTuple):
@@ -64,7 +121,7 @@ class Trace(NamedTuple):
 class Engine(NamedTuple):
     """Compiled functions of one program (model x guide x objective x particles x optimizer).
 
-    - ``init(params, key, hyper) -> State``
+    - ``init(params, key, hyper, precond=None) -> State`` (None: no preconditioning)
     - ``step(state) -> (State, Trace of scalars)``
     - ``run_chunk(state, n) -> (State, Trace of (n,) arrays)``; ``n`` is static.
     """
@@ -107,21 +164,20 @@ def hyper_from_config(config: Config) -> Hyper:
     )
 
 
-def init_params(model, config: Config, key: jax.Array, init_values: Optional[dict] = None):
-    """The guide's starting params: location at the model's initial point (or ``init_values``,
-    constrained, by site name), scale ``config.init_scale`` in the flat space."""
-    loc = model.init_z
-    if init_values is not None:
-        if not isinstance(init_values, dict):
-            raise TypeError(f"init_values must be a dict of site name -> constrained value, got {type(init_values).__name__}")
-        unknown = set(init_values) - set(model.sites)
-        if unknown:
-            raise ValueError(f"init_values names unknown site(s) {sorted(unknown)}; the model's sites: {sorted(model.sites)}")
-        loc = model.unconstrain(init_values)
-        if not np.all(np.isfinite(np.asarray(loc))):
-            raise ValueError(f"init_values {init_values} lie outside the sites' supports")
-    scale = jnp.full_like(loc, config.init_scale)
-    return get_guide(config.guide).init(key, loc, scale, config.guide_init_options)
+def init_params(model, config: Config, key: jax.Array, init_values: Optional[dict] = None, start=None):
+    """The guide's starting params.
+
+    With a ``start`` (:func:`vibench.start.find_start`), in its whitened coordinates: location 0,
+    scale ``start.scale``. Without one, in the model's flat space: location at the model's initial
+    point (or ``init_values``, constrained, by site), scale ``config.init_scale``; pair these with
+    ``engine.init(..., precond=None)``.
+    """
+    guide = get_guide(config.guide)
+    if start is None:
+        loc = model.initial_point(init_values)
+        return guide.init(key, loc, jnp.full_like(loc, config.init_scale), config.guide_init_options)
+    zeros = jnp.zeros_like(start.precond.shift)
+    return guide.init(key, zeros, jnp.full_like(zeros, start.scale), config.guide_init_options)
 
 
 def make_engine(model, config: Config, optimizer: Optional[optax.GradientTransformation] = None) -> Engine:
@@ -133,7 +189,9 @@ def make_engine(model, config: Config, optimizer: Optional[optax.GradientTransfo
         opt_key = (config.optimizer, tuple(sorted(options.items())))
     else:
         opt_key = (CUSTOM, optimizer)
-    key = ("engine", config.guide, config.objective, config.num_particles, config.schedule, opt_key)
+    # The plateau schedule's decays are made by the driver through the runtime learning rate.
+    schedule = "constant" if config.schedule == "plateau" else config.schedule
+    key = ("engine", config.guide, config.objective, config.num_particles, schedule, opt_key)
 
     def build():
         if optimizer is None:
@@ -179,19 +237,26 @@ def _lr_factor(schedule: str, hyper: Hyper, step):
 
 def _build_engine(model, config: Config, base: optax.GradientTransformation, scale_updates: bool) -> Engine:
     guide = get_guide(config.guide)
-    objective = make_objective(config.objective, model, guide, config.num_particles)
     num_particles, schedule = config.num_particles, config.schedule
+
+    def objective(params, eps, hyper, precond):
+        # Built at trace time around the runtime preconditioner: one program serves every start.
+        loss_fn = make_objective(config.objective, Whitened(model, precond), guide, num_particles)
+        return loss_fn(params, eps, hyper)
+
     value_and_grad = jax.value_and_grad(objective, has_aux=True)
 
-    def init(params, key, hyper):
-        return State(params, base.init(params), key, jnp.int32(0), jnp.int32(0), hyper)
+    def init(params, key, hyper, precond=None):
+        if precond is None:
+            precond = identity_precond(jnp.zeros_like(guide.mean(params)), guide.whitening)
+        return State(params, base.init(params), key, jnp.int32(0), jnp.int32(0), hyper, precond)
 
     def noise(key, start, n, params):
         return chunk_noise(key, start, n, (num_particles, guide.noise_dim(params)))
 
     def one_step(state: State, eps):
         hyper = state.hyper
-        (loss, aux), grads = value_and_grad(state.params, eps, hyper)
+        (loss, aux), grads = value_and_grad(state.params, eps, hyper, state.precond)
         grad_norm = optax.tree.norm(grads)
         clip = jnp.where(grad_norm > hyper.clip_norm, hyper.clip_norm / grad_norm, 1.0)
         grads = jax.tree.map(lambda g: g * clip, grads)
@@ -210,6 +275,7 @@ def _build_engine(model, config: Config, base: optax.GradientTransformation, sca
             state.step + 1,
             state.num_rejected + (~ok).astype(jnp.int32),
             hyper,
+            state.precond,
         )
         return new_state, Trace(loss, aux["elbo"], grad_norm, ~ok)
 

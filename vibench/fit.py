@@ -7,10 +7,11 @@ returns the fit as of the last finished chunk.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import time
 import warnings
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, Union
 
 import jax
 import jax.numpy as jnp
@@ -19,11 +20,12 @@ import optax
 from tqdm.auto import tqdm
 
 from .config import CUSTOM, Config
-from .engine import State, Trace, cached, hyper_from_config, init_params, make_engine
+from .engine import Precond, State, Trace, Whitened, cached, hyper_from_config, init_params, make_engine
+from .start import Start, find_start, lower_curvature
 from .guides import Guide, get_guide
 from .model import Model
 
-__all__ = ["Fit", "fit"]
+__all__ = ["Fit", "Plateau", "fit"]
 
 Callback = Callable[[int, Trace, State], Optional[bool]]
 
@@ -32,8 +34,12 @@ Callback = Callable[[int, Trace, State], Optional[bool]]
 class Fit:
     """A fitted guide: the model, the Config, the engine state and the whole trace (NumPy arrays).
 
-    ``stop_reason`` is one of ``"completed"``, ``"converged"`` (``config.tol`` reached),
-    ``"callback"``, ``"interrupted"`` (Ctrl-C) or ``"diverged"`` (a whole chunk rejected).
+    ``stop_reason`` is one of ``"completed"``, ``"converged"`` (the plateau schedule's last decay
+    or ``config.tol`` reached), ``"callback"``, ``"interrupted"`` (Ctrl-C) or ``"diverged"`` (a
+    whole chunk rejected). ``start`` records the starting stage (its method, time and any fallback).
+
+    The guide's params live in whitened coordinates ``u`` (``fit.precond.to_z(u)`` is the model's
+    flat space); every method here answers in the model's own coordinates.
     """
 
     model: Model
@@ -43,6 +49,7 @@ class Fit:
     wall_time: float
     stop_reason: str = "completed"
     optimizer: Optional[optax.GradientTransformation] = None
+    start: Optional[Start] = None
 
     @property
     def guide(self) -> Guide:
@@ -50,8 +57,13 @@ class Fit:
 
     @property
     def params(self) -> Any:
-        """The guide's params pytree (flat unconstrained space)."""
+        """The guide's params pytree, in the whitened coordinates of :attr:`precond`."""
         return self.state.params
+
+    @property
+    def precond(self) -> Precond:
+        """The affine map from the guide's coordinates to the model's flat space."""
+        return self.state.precond
 
     @property
     def num_steps(self) -> int:
@@ -65,12 +77,16 @@ class Fit:
     def sample_unconstrained(self, key: jax.Array, n: int) -> jax.Array:
         """``n`` draws ``(n, dim)`` from the guide in the flat unconstrained space."""
         _check_count("n", n)
-        return _draw_fn(self.model, self.guide, n)(self.params, key)
+        return _draw_fn(self.model, self.guide, n)(self.params, self.precond, key)
+
+    def log_q(self, z: jax.Array) -> jax.Array:
+        """The guide's log density ``(n,)`` at flat points ``z`` ``(n, dim)`` of the model's space."""
+        return _log_q_fn(self.model, self.guide)(self.params, self.precond, jnp.asarray(z))
 
     def sample(self, key: jax.Array, n: int) -> dict:
         """``n`` draws of every site (deterministic ones too), constrained: ``{name: (n, *shape)}``."""
         _check_count("n", n)
-        return _sample_fn(self.model, self.guide, n)(self.params, key)
+        return _sample_fn(self.model, self.guide, n)(self.params, self.precond, key)
 
     def mean(self, num_draws: int = 4000, key: Optional[jax.Array] = None) -> dict:
         """Posterior means of every site in its constrained space (Monte Carlo, ``num_draws``)."""
@@ -86,7 +102,7 @@ class Fit:
         """A precise ELBO estimate of the fitted guide, for fair comparison of runs (point guides:
         the log joint at the point)."""
         _check_count("num_particles", num_particles)
-        return float(_elbo_fn(self.model, self.guide, num_particles)(self.params, _default_key(key)))
+        return float(_elbo_fn(self.model, self.guide, num_particles)(self.params, self.precond, _default_key(key)))
 
     def summary(self, num_draws: int = 4000, key: Optional[jax.Array] = None):
         """A table (pandas DataFrame) of mean, sd and 94% HDI per scalar parameter."""
@@ -109,7 +125,7 @@ def fit(
     model: Model,
     config: Optional[Config] = None,
     *,
-    init: Optional[Fit] = None,
+    init: Optional[Union[Fit, str]] = None,
     init_values: Optional[dict] = None,
     optimizer: Optional[optax.GradientTransformation] = None,
     callbacks: Sequence[Callback] = (),
@@ -118,8 +134,10 @@ def fit(
 ) -> Fit:
     """Fit ``model`` with ``config`` (keyword ``overrides`` replace its fields).
 
-    ``init=fit`` resumes: ``config.num_steps`` more steps from that fit's state, the trace appended.
-    ``init_values`` (constrained, by site) sets the guide's starting location. ``optimizer`` takes any
+    ``init=fit`` resumes: ``config.num_steps`` more steps from that fit's state, the trace appended
+    (a string, ``init="prior"``, instead overrides ``Config.init``, the starting stage).
+    ``init_values`` (constrained, by site) sets where the starting stage begins (the MAP search
+    of ``"laplace"``/``"map"``, the guide itself under ``"prior"``). ``optimizer`` takes any
     optax transformation (the Config then records ``"custom"``; its learning rate is not live).
     Each callback gets ``(step, trace_so_far, state)`` after every chunk; returning True stops.
     """
@@ -128,26 +146,26 @@ def fit(
             f"fit expects a vibench.Model, got {type(model).__name__}; build one with "
             "vb.Model.from_numpyro(model_fn, *args, **kwargs) or vb.Model.from_log_density(...)"
         )
+    if isinstance(init, str):  # fit(model, init="prior") names the Config's starting stage
+        overrides, init = {**overrides, "init": init}, None
     config = _resolve_config(config, optimizer, overrides)
     if init is not None and optimizer is None and config.optimizer == CUSTOM:
         optimizer = init.optimizer
     engine = make_engine(model, config, optimizer)
     hyper = hyper_from_config(config)
+    began = time.perf_counter()
     if init is None:
-        init_key = jax.random.key(config.seed)
-        # The RBG generator compiles several times faster than threefry on CPU, for the same noise
-        # quality a VI gradient needs.
-        run_key = jax.random.key(config.seed, impl="rbg")
-        state = engine.init(init_params(model, config, init_key, init_values), run_key, hyper)
+        state, start = _fresh_state(model, config, engine, hyper, init_values)
         history, elapsed = None, 0.0
+        if start.message:
+            warnings.warn(f"vibench start: {start.message}", stacklevel=2)
     else:
         if init_values is not None:
             raise ValueError("pass either init (a Fit to resume) or init_values, not both")
-        state = _resume_state(init, model, config, engine, hyper, optimizer)
+        state, start = _resume_state(init, model, config, engine, hyper, optimizer), init.start
         history, elapsed = init.trace, init.wall_time
 
     runner = _Runner(state, config, history, callbacks, progress_bar, model.name)
-    start = time.perf_counter()
     try:
         runner.run(engine)
     finally:
@@ -157,10 +175,58 @@ def fit(
         config=config,
         state=runner.state,
         trace=runner.trace(),
-        wall_time=elapsed + time.perf_counter() - start,
+        wall_time=elapsed + time.perf_counter() - began,
         stop_reason=runner.stop_reason,
         optimizer=optimizer,
+        start=start,
     )
+
+
+def _fresh_state(model, config, engine, hyper, init_values):
+    """The first state of a new fit, after the starting stage that ``config.init`` names."""
+    init_key = jax.random.key(config.seed)
+    # The RBG generator compiles several times faster than threefry on CPU, for the same noise
+    # quality a VI gradient needs.
+    run_key = jax.random.key(config.seed, impl="rbg")
+    if config.init == "prior":
+        start = find_start(model, config, init_values)
+        return engine.init(init_params(model, config, init_key, start=start), run_key, hyper, start.precond), start
+    # Shapes do not depend on where the start lands: compile the first chunk in the background
+    # while the starting stage runs (XLA compiles without the GIL).
+    template = find_start(model, config.replace(init="prior"))
+    template_state = engine.init(init_params(model, config, init_key, start=template), run_key, hyper, template.precond)
+    first = min(config.chunk_size, config.num_steps)
+    chunk = engine.run_chunk.lower(template_state, first)
+    curvature = lower_curvature(model) if config.init == "laplace" else None
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        compiled_chunk = pool.submit(chunk.compile)
+        compiled_curvature = pool.submit(curvature.compile) if curvature is not None else None
+        start = find_start(model, config, init_values, curvature=compiled_curvature and compiled_curvature.result)
+        compiled_chunk.result()
+    return engine.init(init_params(model, config, init_key, start=start), run_key, hyper, start.precond), start
+
+
+class Plateau:
+    """The ``"plateau"`` schedule: halve the learning rate when the chunk-mean ELBO stops improving
+    (by less than two standard errors), down to ``final_lr_ratio`` of the base; a plateau at the
+    floor means converged."""
+
+    def __init__(self, learning_rate: float, final_lr_ratio: float):
+        self.learning_rate = float(learning_rate)
+        self.floor = float(learning_rate) * final_lr_ratio
+        self._previous: Optional[tuple] = None
+
+    def update(self, elbo: np.ndarray) -> tuple:
+        """``elbo``: the accepted per-step ELBOs of the last chunk. Returns ``(learning_rate or
+        None if unchanged, converged)``."""
+        current = (float(np.mean(elbo)), float(np.var(elbo)) / max(len(elbo), 1))
+        previous, self._previous = self._previous, current
+        if previous is None or current[0] - previous[0] > 2.0 * np.sqrt(current[1] + previous[1]):
+            return None, False
+        if self.learning_rate <= self.floor * (1 + 1e-6):
+            return None, True
+        self.learning_rate = max(0.5 * self.learning_rate, self.floor)
+        return self.learning_rate, False
 
 
 class _Runner:
@@ -187,6 +253,9 @@ class _Runner:
 
     def run(self, engine) -> None:
         remaining, previous_mean = self.config.num_steps, None
+        plateau = None
+        if self.config.schedule == "plateau":
+            plateau = Plateau(float(self.state.hyper.learning_rate), self.config.final_lr_ratio)
         try:
             while remaining > 0:
                 n = min(self.config.chunk_size, remaining)
@@ -207,6 +276,14 @@ class _Runner:
                 if any(cb(self._filled, self.trace(), self.state) for cb in self.callbacks):
                     self.stop_reason = "callback"
                     return
+                if plateau is not None:
+                    learning_rate, converged = plateau.update(chunk.elbo[accepted])
+                    if converged:
+                        self.stop_reason = "converged"
+                        return
+                    if learning_rate is not None:
+                        hyper = self.state.hyper._replace(learning_rate=np.float32(learning_rate))
+                        self.state = self.state._replace(hyper=hyper)
                 if self.config.tol is not None and previous_mean is not None:
                     if abs(chunk_mean - previous_mean) <= self.config.tol * max(abs(previous_mean), 1e-12):
                         self.stop_reason = "converged"
@@ -261,6 +338,9 @@ def _resume_state(init, model, config, engine, hyper, optimizer) -> State:
     if changed or (config.optimizer == CUSTOM and init.optimizer is not optimizer):
         # Another optimizer's moments mean nothing to this one: start its state afresh.
         state = state._replace(opt_state=engine.optimizer.init(state.params))
+    if config.schedule == "plateau" and init.config.learning_rate == config.learning_rate:
+        # Carry on at the step size the plateau rule had decayed to, not back at the base.
+        hyper = hyper._replace(learning_rate=np.asarray(state.hyper.learning_rate, np.float32))
     return state._replace(hyper=hyper)
 
 
@@ -275,8 +355,9 @@ def _default_key(key):
 
 def _draw_fn(model, guide, n):
     def build():
-        def draw(params, key):
-            return guide.transform(params, jax.random.normal(key, (n, guide.noise_dim(params))))
+        def draw(params, precond, key):
+            u = guide.transform(params, jax.random.normal(key, (n, guide.noise_dim(params))))
+            return precond.to_z(u)
 
         return jax.jit(draw)
 
@@ -286,9 +367,16 @@ def _draw_fn(model, guide, n):
 def _sample_fn(model, guide, n):
     def build():
         draw = _draw_fn(model, guide, n)
-        return jax.jit(lambda params, key: jax.vmap(model.constrain)(draw(params, key)))
+        return jax.jit(lambda params, precond, key: jax.vmap(model.constrain)(draw(params, precond, key)))
 
     return cached(model, ("sample", guide.name, int(n)), build)
+
+
+def _log_q_fn(model, guide):
+    def build():
+        return jax.jit(lambda params, precond, z: guide.log_prob(params, precond.to_u(z)) - precond.log_det)
+
+    return cached(model, ("log_q", guide.name), build)
 
 
 def _elbo_fn(model, guide, num_particles):
@@ -296,15 +384,17 @@ def _elbo_fn(model, guide, num_particles):
     num_batches = -(-num_particles // batch)
 
     def build():
-        def one_batch(params, key):
-            z = guide.transform(params, jax.random.normal(key, (batch, guide.noise_dim(params))))
+        def one_batch(params, precond, key):
+            whitened = Whitened(model, precond)
             if guide.point:
-                return jnp.full((batch,), model.log_joint(params.loc))
-            return jax.vmap(model.log_density)(z) - guide.log_prob(params, z)
+                return jnp.full((batch,), whitened.log_joint(params.loc))
+            u = guide.transform(params, jax.random.normal(key, (batch, guide.noise_dim(params))))
+            return jax.vmap(whitened.log_density)(u) - guide.log_prob(params, u)
 
-        def estimate(params, key):
+        def estimate(params, precond, key):
             # Batches bound the memory of a large particle count.
-            values = jax.lax.map(lambda k: one_batch(params, k), jax.random.split(key, num_batches))
+            keys = jax.random.split(key, num_batches)
+            values = jax.lax.map(lambda k: one_batch(params, precond, k), keys)
             return jnp.mean(values.reshape(-1)[:num_particles])
 
         return jax.jit(estimate)

@@ -38,6 +38,8 @@ class Guide(NamedTuple):
     - ``entropy(params) -> ()``: closed-form entropy, or ``None`` when the family has none.
     - ``mean(params) -> (d,)`` and ``std(params) -> (d,)``: marginal moments in the flat space.
     - ``point``: True for point-mass families (MAP), which are fitted on the log joint.
+    - ``whitening``: ``"full"`` or ``"diag"``: the preconditioner the family is optimised under
+      (a full square root of the starting covariance, or its diagonal).
     """
 
     name: str
@@ -49,6 +51,7 @@ class Guide(NamedTuple):
     mean: Callable[[Any], jax.Array]
     std: Callable[[Any], jax.Array]
     point: bool = False
+    whitening: str = "diag"
 
 
 GUIDES: dict[str, Guide] = {}
@@ -179,6 +182,7 @@ FULLRANK = register_guide(
         entropy=_fullrank_entropy,
         mean=lambda params: params.loc,
         std=_fullrank_std,
+        whitening="full",
     )
 )
 
@@ -236,6 +240,7 @@ LOWRANK = register_guide(
         entropy=_lowrank_entropy,
         mean=lambda params: params.loc,
         std=lambda params: jnp.sqrt(jnp.sum(params.cov_factor**2, -1) + jnp.exp(2 * params.log_diag)),
+        whitening="full",
     )
 )
 

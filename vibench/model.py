@@ -52,6 +52,21 @@ class Model:
         """Length of the flat unconstrained vector."""
         return int(self.init_z.shape[0])
 
+    def initial_point(self, init_values: Optional[Mapping[str, Any]] = None) -> jax.Array:
+        """The flat starting point ``(dim,)``: ``init_z``, or ``init_values`` (constrained values by
+        site name; sites left out keep their initial values)."""
+        if init_values is None:
+            return self.init_z
+        if not isinstance(init_values, Mapping):
+            raise TypeError(f"init_values must be a dict of site name -> constrained value, got {type(init_values).__name__}")
+        unknown = set(init_values) - set(self.sites)
+        if unknown:
+            raise ValueError(f"init_values names unknown site(s) {sorted(unknown)}; the model's sites: {sorted(self.sites)}")
+        loc = self.unconstrain(init_values)
+        if not np.all(np.isfinite(np.asarray(loc))):
+            raise ValueError(f"init_values {dict(init_values)} lie outside the sites' supports")
+        return loc
+
     def __repr__(self) -> str:
         sites = ", ".join(f"{k}: {tuple(v)}" for k, v in self.sites.items())
         return f"Model({self.name!r}, dim={self.dim}, sites={{{sites}}})"
@@ -182,8 +197,14 @@ def _name(fn) -> str:
     return getattr(fn, "__name__", type(fn).__name__)
 
 
+def _trace(model_fn, args, kwargs) -> dict:
+    # Values from the init strategy rather than prior draws: improper priors cannot be sampled.
+    seeded = handlers.substitute(handlers.seed(model_fn, 0), substitute_fn=init_to_median(num_samples=15))
+    return handlers.trace(seeded).get_trace(*args, **kwargs)
+
+
 def _check_numpyro_sites(model_fn, args, kwargs) -> None:
-    trace = handlers.trace(handlers.seed(model_fn, 0)).get_trace(*args, **kwargs)
+    trace = _trace(model_fn, args, kwargs)
     latent = []
     for name, site in trace.items():
         if site["type"] in ("param", "mutable"):
@@ -204,9 +225,9 @@ def _check_numpyro_sites(model_fn, args, kwargs) -> None:
 
 
 def _nonfinite_sites(model_fn, args, kwargs) -> str:
-    """Names of the sites whose log density is not finite at a prior draw, as a phrase."""
+    """Names of the sites whose log density is not finite at the initial point, as a phrase."""
     try:
-        trace = handlers.trace(handlers.seed(model_fn, 0)).get_trace(*args, **kwargs)
+        trace = _trace(model_fn, args, kwargs)
         bad = [
             name
             for name, site in trace.items()
@@ -214,4 +235,4 @@ def _nonfinite_sites(model_fn, args, kwargs) -> str:
         ]
     except Exception:  # noqa: BLE001 - this only decorates an error message
         return ""
-    return f"(not finite at a prior draw: {', '.join(map(repr, bad))})" if bad else ""
+    return f"(not finite at the initial point: {', '.join(map(repr, bad))})" if bad else ""

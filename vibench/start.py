@@ -1,0 +1,193 @@
+"""The starting stage: where the guide begins, and the coordinates it is optimised in.
+
+``Config.init`` picks it:
+
+- ``"laplace"`` (default): the MAP of the flat log density by optax's L-BFGS, then the Laplace
+  approximation there (the inverse Hessian). The guide starts as that Gaussian and is optimised in
+  its whitened coordinates ``u`` (``z = shift + scale @ u``), so that a learning rate means the same
+  thing on every model. It fails soft: a Hessian that is not positive definite falls back to its
+  diagonal, and no MAP at all (a funnel, a divergent optimiser) to the plain start, and says so.
+- ``"map"``: the guide's location starts at the MAP; scale ``config.init_scale``, no whitening.
+- ``"prior"``: the plain start: the model's initial point, scale ``config.init_scale``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from .engine import Precond, cached, identity_precond
+from .guides import get_guide
+
+__all__ = ["Start", "find_start", "lower_curvature"]
+
+MAX_ITERATIONS = 300
+
+
+class Start(NamedTuple):
+    """Where a fit starts: ``precond`` maps whitened ``u`` to flat ``z``; the guide starts at
+    ``u = 0`` with scale ``scale``. ``method`` is what was used (``"laplace"``,
+    ``"laplace-diagonal"``, ``"map"`` or ``"prior"``), ``message`` says why when it fell back."""
+
+    method: str
+    precond: Precond
+    scale: float
+    message: str
+    seconds: float
+
+
+def find_start(model, config, init_values: Optional[dict] = None, curvature=None) -> Start:
+    """Run the starting stage that ``config.init`` names; never raises for a model without a MAP.
+
+    ``curvature``: a callable returning the compiled curvature function (see
+    :func:`lower_curvature`), or None to compile it here.
+    """
+    began = time.perf_counter()
+    whitening = get_guide(config.guide).whitening
+    loc = model.initial_point(init_values)
+    plain = Start("prior", identity_precond(loc, whitening), config.init_scale, "", 0.0)
+    if config.init == "prior":
+        return plain
+    x, value, iterations = (np.asarray(a) for a in _lbfgs(model)(loc))
+    elapsed = lambda: time.perf_counter() - began  # noqa: E731
+    if not (np.isfinite(value) and np.all(np.isfinite(x))):
+        return plain._replace(message=f"no MAP: L-BFGS left the region where the log density is finite; started from the model's initial point", seconds=elapsed())
+    if config.init == "map":
+        return Start("map", identity_precond(jnp.asarray(x), whitening), config.init_scale, "", elapsed())
+    curvature_fn = _curvature(model) if curvature is None else curvature()
+    x, grad, precision = _newton(curvature_fn, x.astype(np.float64))
+    start = _laplace(x, grad, precision, whitening)
+    if start is None:
+        return plain._replace(
+            message=(
+                f"no MAP: after {int(iterations)} L-BFGS iterations the log density was still rising steeply "
+                "(a funnel, or an improper posterior); started from the model's initial point"
+            ),
+            seconds=elapsed(),
+        )
+    return start._replace(seconds=elapsed())
+
+
+def _newton(curvature_fn, x, max_iterations=20):
+    """Polish the L-BFGS point with damped Newton steps: in float32, L-BFGS stalls in the narrow
+    valleys of badly scaled posteriors short of the mode, where the Hessian already knows the way.
+    Returns ``(x, grad, precision)`` at the last point, all float64."""
+
+    def evaluate(point):
+        value, grad, hessian = (np.asarray(a, np.float64) for a in curvature_fn(jnp.asarray(point, jnp.float32)))
+        return value, grad, -0.5 * (hessian + hessian.T)
+
+    value, grad, precision = evaluate(x)
+    for _ in range(max_iterations):
+        if not (np.isfinite(value) and np.all(np.isfinite(precision))):
+            break
+        try:
+            step = np.linalg.solve(np.linalg.cholesky(precision).T, np.linalg.solve(np.linalg.cholesky(precision), grad))
+        except np.linalg.LinAlgError:
+            break
+        decrement = float(grad @ step)
+        if decrement < 1e-6:
+            break
+        for size in (1.0, 0.5, 0.25, 0.1, 0.01):
+            candidate = evaluate(x + size * step)
+            if np.isfinite(candidate[0]) and candidate[0] >= value - 1e-6 * abs(value):
+                x, (value, grad, precision) = x + size * step, candidate
+                break
+        else:
+            break
+    return x, grad, precision
+
+
+def _laplace(x, grad, precision, whitening) -> Optional[Start]:
+    """The Laplace start from the curvature at ``x``, or None when ``x`` is no MAP."""
+    if not (np.all(np.isfinite(precision)) and np.all(np.isfinite(grad))):
+        return None
+    try:
+        chol = np.linalg.cholesky(precision)
+    except np.linalg.LinAlgError:
+        chol = None
+    if chol is not None:
+        newton = np.linalg.solve(precision, grad)
+        # Newton decrement: the squared distance to the optimum in posterior sds. Near zero at a MAP;
+        # large where the optimiser stopped on a slope that keeps rising (a funnel's neck).
+        if grad @ newton < 1.0:
+            shift = x + newton
+            if whitening == "full":
+                covariance = np.linalg.inv(precision)
+                scale = np.linalg.cholesky(0.5 * (covariance + covariance.T))
+                log_det = np.sum(np.log(np.diag(scale)))
+            else:
+                scale = 1.0 / np.sqrt(np.diag(precision))
+                log_det = np.sum(np.log(scale))
+            return Start("laplace", _precond(shift, scale, log_det), 1.0, "", 0.0)
+    diagonal = np.diag(precision)
+    if np.all(diagonal > 0) and np.sum(grad**2 / diagonal) < 1.0:
+        scale = 1.0 / np.sqrt(diagonal)
+        message = "the Hessian at the MAP is not positive definite; whitened by its diagonal only"
+        matrix = np.diag(scale) if whitening == "full" else scale
+        return Start("laplace-diagonal", _precond(x, matrix, np.sum(np.log(scale))), 1.0, message, 0.0)
+    return None
+
+
+def _precond(shift, scale, log_det) -> Precond:
+    f32 = lambda a: jnp.asarray(a, jnp.float32)  # noqa: E731
+    return Precond(f32(shift), f32(scale), f32(log_det))
+
+
+def _lbfgs(model):
+    def build():
+        def negative(z):
+            return -model.log_density(z)
+
+        # Backtracking compiles in three quarters of the time of the default zoom line search, and
+        # the Newton step at the end polishes what it leaves.
+        solver = optax.lbfgs(linesearch=optax.scale_by_backtracking_linesearch(max_backtracking_steps=25, store_grad=True))
+        value_and_grad = optax.value_and_grad_from_state(negative)
+
+        def run(z0):
+            def step(carry):
+                z, state, previous, stalled = carry
+                value, grad = value_and_grad(z, state=state)
+                updates, state = solver.update(grad, state, z, value=value, grad=grad, value_fn=negative)
+                # float32 stops making progress well before the gradient is tiny on badly scaled
+                # posteriors; a few iterations without a change in value mean "done".
+                same = jnp.abs(previous - value) <= 1e-7 * (1.0 + jnp.abs(value))
+                return optax.apply_updates(z, updates), state, value, jnp.where(same, stalled + 1, 0)
+
+            def keep_going(carry):
+                z, state, _, stalled = carry
+                count = optax.tree.get(state, "count")
+                value = optax.tree.get(state, "value")
+                small = optax.tree.norm(optax.tree.get(state, "grad")) <= 1e-6 * (1.0 + jnp.abs(value))
+                return (count < 2) | ((count < MAX_ITERATIONS) & (stalled < 5) & ~small & jnp.isfinite(value))
+
+            init = (z0, solver.init(z0), jnp.asarray(jnp.inf, z0.dtype), jnp.int32(0))
+            z, state, _, _ = jax.lax.while_loop(keep_going, step, init)
+            return z, -model.log_density(z), optax.tree.get(state, "count")
+
+        return jax.jit(run)
+
+    return cached(model, ("lbfgs",), build)
+
+
+def lower_curvature(model):
+    """The starting stage's curvature function, lowered but not compiled: ``.compile()`` it in a
+    thread while L-BFGS runs, and hand the result to :func:`find_start`. (NumPyro's handler stack
+    is global, so tracing a model must stay on one thread; XLA's compile need not.)"""
+    return _curvature(model).lower(model.init_z)
+
+
+def _curvature(model):
+    def build():
+        def curvature(z):
+            value, grad = jax.value_and_grad(model.log_density)(z)
+            return value, grad, jax.hessian(model.log_density)(z)
+
+        return jax.jit(curvature)
+
+    return cached(model, ("curvature",), build)
