@@ -155,7 +155,7 @@ def fit(
     hyper = hyper_from_config(config)
     began = time.perf_counter()
     if init is None:
-        state, start = _fresh_state(model, config, engine, hyper, init_values)
+        state, start = start_state(model, config, engine, hyper, init_values)
         history, elapsed = None, 0.0
         if start.message:
             warnings.warn(f"vibench start: {start.message}", stacklevel=2)
@@ -182,8 +182,9 @@ def fit(
     )
 
 
-def _fresh_state(model, config, engine, hyper, init_values):
-    """The first state of a new fit, after the starting stage that ``config.init`` names."""
+def start_state(model: Model, config: Config, engine, hyper, init_values: Optional[dict] = None) -> tuple:
+    """``(State, Start)``: the first state of a new fit, after the starting stage that
+    ``config.init`` names (the Workbench calls this too, off the main thread's chunk loop)."""
     init_key = jax.random.key(config.seed)
     # The RBG generator compiles several times faster than threefry on CPU, for the same noise
     # quality a VI gradient needs.
