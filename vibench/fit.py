@@ -198,32 +198,43 @@ def start_state(model: Model, config: Config, engine, hyper, init_values: Option
     template_state = engine.init(init_params(model, config, init_key, start=template), run_key, hyper, template.precond)
     first = min(config.chunk_size, config.num_steps)
     chunk = engine.run_chunk.lower(template_state, first)
-    curvature = lower_curvature(model) if config.init == "laplace" else None
+    curvature = lower_curvature(model)
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         compiled_chunk = pool.submit(chunk.compile)
-        compiled_curvature = pool.submit(curvature.compile) if curvature is not None else None
-        start = find_start(model, config, init_values, curvature=compiled_curvature and compiled_curvature.result)
+        compiled_curvature = pool.submit(curvature.compile)
+        start = find_start(model, config, init_values, curvature=compiled_curvature.result)
         compiled_chunk.result()
     return engine.init(init_params(model, config, init_key, start=start), run_key, hyper, start.precond), start
 
 
 class Plateau:
-    """The ``"plateau"`` schedule: halve the learning rate when the chunk-mean ELBO stops improving
-    (by less than two standard errors), down to ``final_lr_ratio`` of the base; a plateau at the
-    floor means converged."""
+    """The ``"plateau"`` schedule: halve the learning rate once the chunk-mean ELBO has failed
+    ``patience`` chunks running to rise above its last level by two standard errors, down to
+    ``final_lr_ratio`` of the base; a plateau at the floor means converged.
 
-    def __init__(self, learning_rate: float, final_lr_ratio: float):
+    Comparing against the last level that was a real improvement, not the previous chunk, lets a
+    slow steady climb (a funnel's neck) accumulate until it counts instead of reading as a plateau.
+    """
+
+    def __init__(self, learning_rate: float, final_lr_ratio: float, patience: int = 2):
         self.learning_rate = float(learning_rate)
         self.floor = float(learning_rate) * final_lr_ratio
-        self._previous: Optional[tuple] = None
+        self.patience = patience
+        self._level: Optional[tuple] = None
+        self._waited = 0
 
     def update(self, elbo: np.ndarray) -> tuple:
         """``elbo``: the accepted per-step ELBOs of the last chunk. Returns ``(learning_rate or
         None if unchanged, converged)``."""
         current = (float(np.mean(elbo)), float(np.var(elbo)) / max(len(elbo), 1))
-        previous, self._previous = self._previous, current
-        if previous is None or current[0] - previous[0] > 2.0 * np.sqrt(current[1] + previous[1]):
+        level = self._level
+        if level is None or current[0] - level[0] > 2.0 * np.sqrt(current[1] + level[1]):
+            self._level, self._waited = current, 0
             return None, False
+        self._waited += 1
+        if self._waited < self.patience:
+            return None, False
+        self._level, self._waited = current, 0
         if self.learning_rate <= self.floor * (1 + 1e-6):
             return None, True
         self.learning_rate = max(0.5 * self.learning_rate, self.floor)

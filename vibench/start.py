@@ -7,7 +7,8 @@
   its whitened coordinates ``u`` (``z = shift + scale @ u``), so that a learning rate means the same
   thing on every model. It fails soft: a Hessian that is not positive definite falls back to its
   diagonal, and no MAP at all (a funnel, a divergent optimiser) to the plain start, and says so.
-- ``"map"``: the guide's location starts at the MAP; scale ``config.init_scale``, no whitening.
+- ``"map"``: the guide's location starts at the MAP (L-BFGS and the same Newton polish); scale
+  ``config.init_scale``, no whitening.
 - ``"prior"``: the plain start: the model's initial point, scale ``config.init_scale``.
 """
 
@@ -57,19 +58,23 @@ def find_start(model, config, init_values: Optional[dict] = None, curvature=None
     elapsed = lambda: time.perf_counter() - began  # noqa: E731
     if not (np.isfinite(value) and np.all(np.isfinite(x))):
         return plain._replace(message=f"no MAP: L-BFGS left the region where the log density is finite; started from the model's initial point", seconds=elapsed())
-    if config.init == "map":
-        return Start("map", identity_precond(jnp.asarray(x), whitening), config.init_scale, "", elapsed())
     curvature_fn = _curvature(model) if curvature is None else curvature()
     x, grad, precision = _newton(curvature_fn, x.astype(np.float64))
+    if config.init == "map":
+        return Start("map", identity_precond(jnp.asarray(x, jnp.float32), whitening), config.init_scale, "", elapsed())
     start = _laplace(x, grad, precision, whitening)
     if start is None:
-        return plain._replace(
-            message=(
-                f"no MAP: after {int(iterations)} L-BFGS iterations the log density was still rising steeply "
-                "(a funnel, or an improper posterior); started from the model's initial point"
-            ),
-            seconds=elapsed(),
-        )
+        if np.all(np.isfinite(grad)) and np.linalg.norm(grad) <= 1e-3 * np.sqrt(grad.size):
+            reason = (
+                "the log density is flat to second order at its MAP (a singular Hessian), so there "
+                "is no Laplace scale to start from"
+            )
+        else:
+            reason = (
+                f"no MAP: after {int(iterations)} L-BFGS iterations the log density was still rising "
+                "steeply (a funnel, or an improper posterior)"
+            )
+        return plain._replace(message=f"{reason}; started from the model's initial point", seconds=elapsed())
     return start._replace(seconds=elapsed())
 
 
@@ -107,27 +112,28 @@ def _laplace(x, grad, precision, whitening) -> Optional[Start]:
     """The Laplace start from the curvature at ``x``, or None when ``x`` is no MAP."""
     if not (np.all(np.isfinite(precision)) and np.all(np.isfinite(grad))):
         return None
-    try:
+    diagonal = np.diag(precision)
+    if not np.all(diagonal > 0):
+        return None
+    # Judge definiteness on the precision's correlation form: a posterior whose sds span 1e-3 ..
+    # 1e3 is not ill-conditioned for that, but float32 curvature noise on a near-singular one is.
+    root = np.sqrt(diagonal)
+    if np.linalg.eigvalsh(precision / np.outer(root, root)).min() > 1e-9:
         chol = np.linalg.cholesky(precision)
-    except np.linalg.LinAlgError:
-        chol = None
-    if chol is not None:
-        newton = np.linalg.solve(precision, grad)
+        newton = np.linalg.solve(chol.T, np.linalg.solve(chol, grad))
         # Newton decrement: the squared distance to the optimum in posterior sds. Near zero at a MAP;
         # large where the optimiser stopped on a slope that keeps rising (a funnel's neck).
-        if grad @ newton < 1.0:
-            shift = x + newton
-            if whitening == "full":
-                covariance = np.linalg.inv(precision)
-                scale = np.linalg.cholesky(0.5 * (covariance + covariance.T))
-                log_det = np.sum(np.log(np.diag(scale)))
-            else:
-                scale = 1.0 / np.sqrt(np.diag(precision))
-                log_det = np.sum(np.log(scale))
-            return Start("laplace", _precond(shift, scale, log_det), 1.0, "", 0.0)
-    diagonal = np.diag(precision)
-    if np.all(diagonal > 0) and np.sum(grad**2 / diagonal) < 1.0:
-        scale = 1.0 / np.sqrt(diagonal)
+        if grad @ newton >= 1.0:
+            return None
+        if whitening == "full":
+            inverse = np.linalg.solve(chol, np.eye(len(x)))
+            scale = np.linalg.cholesky(inverse.T @ inverse)
+        else:
+            scale = 1.0 / root
+        log_det = np.sum(np.log(np.abs(np.diag(scale)) if scale.ndim == 2 else scale))
+        return Start("laplace", _precond(x + newton, scale, log_det), 1.0, "", 0.0)
+    if np.sum(grad**2 / diagonal) < 1.0:
+        scale = 1.0 / root
         message = "the Hessian at the MAP is not positive definite; whitened by its diagonal only"
         matrix = np.diag(scale) if whitening == "full" else scale
         return Start("laplace-diagonal", _precond(x, matrix, np.sum(np.log(scale))), 1.0, message, 0.0)
