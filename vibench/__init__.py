@@ -5,13 +5,14 @@ from .config import Config
 from .engine import Hyper, State, Trace, hyper_from_config, init_params, make_engine
 from .fit import Fit, fit
 from .guides import Guide, register_guide
-from .model import Model
+from .model import Density, Model, shard_data
 from .objectives import Objective, register_objective
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Config",
+    "Density",
     "Fit",
     "Guide",
     "Hyper",
@@ -29,4 +30,5 @@ __all__ = [
     "objectives",
     "register_guide",
     "register_objective",
+    "shard_data",
 ]

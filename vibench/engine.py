@@ -151,10 +151,20 @@ def cached(model, key, build: Callable[[], Any]):
     return per_model[key]
 
 
-def hyper_from_config(config: Config) -> Hyper:
+def hyper_from_config(config: Config, model=None) -> Hyper:
+    """The runtime numbers of ``config``.
+
+    For a subsampled ``model`` the step size is ``learning_rate * sqrt(batch_size / num_data)``:
+    minibatch gradient noise grows as ``sqrt(num_data / batch_size)``, and an adaptive optimizer's
+    jitter about the optimum with it; the scaling keeps a minibatch fit as still as a full-batch
+    one at the same ``learning_rate``.
+    """
     f32 = np.float32
+    learning_rate = config.learning_rate
+    if model is not None and model.batch_size:
+        learning_rate *= float(np.sqrt(model.batch_size / model.num_data))
     return Hyper(
-        learning_rate=f32(config.learning_rate),
+        learning_rate=f32(learning_rate),
         clip_norm=f32(np.inf if config.clip_norm is None else config.clip_norm),
         alpha=f32(config.alpha),
         stl=np.bool_(config.use_stl),
@@ -206,6 +216,7 @@ def make_engine(model, config: Config, optimizer: Optional[optax.GradientTransfo
 
 
 NOISE_BLOCK = 64
+BATCH_STREAM = 0x5EED  # fold_in tag of the minibatch keys, apart from the noise blocks' keys
 
 
 def chunk_noise(key: jax.Array, start, n: int, shape: tuple) -> jax.Array:
@@ -239,9 +250,11 @@ def _build_engine(model, config: Config, base: optax.GradientTransformation, sca
     guide = get_guide(config.guide)
     num_particles, schedule = config.num_particles, config.schedule
 
-    def objective(params, eps, hyper, precond):
-        # Built at trace time around the runtime preconditioner: one program serves every start.
-        loss_fn = make_objective(config.objective, Whitened(model, precond), guide, num_particles)
+    def objective(params, eps, hyper, precond, data=None, batch_key=None):
+        # Built at trace time around the runtime preconditioner and data: one program serves every
+        # start, and data placed across devices is computed on where it lies.
+        density = model.density(data, batch_key)
+        loss_fn = make_objective(config.objective, Whitened(density, precond), guide, num_particles)
         return loss_fn(params, eps, hyper)
 
     value_and_grad = jax.value_and_grad(objective, has_aux=True)
@@ -254,9 +267,13 @@ def _build_engine(model, config: Config, base: optax.GradientTransformation, sca
     def noise(key, start, n, params):
         return chunk_noise(key, start, n, (num_particles, guide.noise_dim(params)))
 
-    def one_step(state: State, eps):
+    def one_step(state: State, eps, data):
         hyper = state.hyper
-        (loss, aux), grads = value_and_grad(state.params, eps, hyper, state.precond)
+        batch_key = None
+        if model.batch_size:
+            # A stream of its own: the minibatch must not reuse the particles' noise keys.
+            batch_key = jax.random.fold_in(jax.random.fold_in(state.key, BATCH_STREAM), state.step)
+        (loss, aux), grads = value_and_grad(state.params, eps, hyper, state.precond, data, batch_key)
         grad_norm = optax.tree.norm(grads)
         clip = jnp.where(grad_norm > hyper.clip_norm, hyper.clip_norm / grad_norm, 1.0)
         grads = jax.tree.map(lambda g: g * clip, grads)
@@ -279,14 +296,36 @@ def _build_engine(model, config: Config, base: optax.GradientTransformation, sca
         )
         return new_state, Trace(loss, aux["elbo"], grad_norm, ~ok)
 
-    def step(state):
+    def step(state, data):
         _TRACES["step"] += 1
-        return one_step(state, noise(state.key, state.step, 1, state.params)[0])
+        return one_step(state, noise(state.key, state.step, 1, state.params)[0], data)
 
-    def run_chunk(state, n):
+    def run_chunk(state, n, data):
         _TRACES["run_chunk"] += 1
         # The chunk's noise is drawn before the scan: drawn inside the body it ran 1.3-1.6x slower
         # on CPU (and threefry noise there was fused into the model's arithmetic).
-        return jax.lax.scan(one_step, state, noise(state.key, state.step, n, state.params))
+        eps = noise(state.key, state.step, n, state.params)
+        return jax.lax.scan(lambda s, e: one_step(s, e, data), state, eps)
 
-    return Engine(guide, objective, base, jax.jit(init), jax.jit(step), jax.jit(run_chunk, static_argnums=1))
+    return Engine(
+        guide,
+        objective,
+        base,
+        jax.jit(init),
+        _WithData(jax.jit(step), model.data),
+        _WithData(jax.jit(run_chunk, static_argnums=1), model.data),
+    )
+
+
+class _WithData:
+    """A jitted ``fn(state, *static, data)`` called as ``fn(state, *static)`` with a model's data:
+    the data are arguments of the compiled program, not constants baked into it."""
+
+    def __init__(self, jitted, data):
+        self._jitted, self._data = jitted, data
+
+    def __call__(self, state, *static):
+        return self._jitted(state, *static, self._data)
+
+    def lower(self, state, *static):
+        return self._jitted.lower(state, *static, self._data)

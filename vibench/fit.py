@@ -152,7 +152,7 @@ def fit(
     if init is not None and optimizer is None and config.optimizer == CUSTOM:
         optimizer = init.optimizer
     engine = make_engine(model, config, optimizer)
-    hyper = hyper_from_config(config)
+    hyper = hyper_from_config(config, model)
     began = time.perf_counter()
     if init is None:
         state, start = start_state(model, config, engine, hyper, init_values)
@@ -165,7 +165,7 @@ def fit(
         state, start = _resume_state(init, model, config, engine, hyper, optimizer), init.start
         history, elapsed = init.trace, init.wall_time
 
-    runner = _Runner(state, config, history, callbacks, progress_bar, model.name)
+    runner = _Runner(state, config, history, callbacks, progress_bar, model.name, plateau_signal(model, config))
     try:
         runner.run(engine)
     finally:
@@ -223,12 +223,21 @@ class Plateau:
         self._level: Optional[tuple] = None
         self._waited = 0
 
-    def update(self, elbo: np.ndarray) -> tuple:
-        """``elbo``: the accepted per-step ELBOs of the last chunk. Returns ``(learning_rate or
-        None if unchanged, converged)``."""
-        current = (float(np.mean(elbo)), float(np.var(elbo)) / max(len(elbo), 1))
+    def update(self, elbo: np.ndarray, paired: bool = False) -> tuple:
+        """``elbo``: the accepted per-step ELBOs of the last chunk, or with ``paired`` the ELBO of
+        each of a fixed set of particles (the same noise every chunk, so that differences between
+        chunks are compared draw by draw). Returns ``(learning_rate or None if unchanged, converged)``."""
+        elbo = np.asarray(elbo, np.float64)
+        current = (float(np.mean(elbo)), float(np.var(elbo)) / max(len(elbo), 1), elbo)
         level = self._level
-        if level is None or current[0] - level[0] > 2.0 * np.sqrt(current[1] + level[1]):
+        if level is None:
+            improved = True
+        elif paired:
+            change = elbo - level[2]
+            improved = np.mean(change) > 2.0 * np.std(change) / np.sqrt(len(change))
+        else:
+            improved = current[0] - level[0] > 2.0 * np.sqrt(current[1] + level[1])
+        if improved:
             self._level, self._waited = current, 0
             return None, False
         self._waited += 1
@@ -241,11 +250,26 @@ class Plateau:
         return self.learning_rate, False
 
 
+def plateau_signal(model: Model, config: Config) -> Optional[Callable[[State], np.ndarray]]:
+    """What the plateau rule reads for a subsampled model: the per-step ELBOs of minibatches are
+    too noisy to tell a fit that still improves from one that stopped, so it reads the full-data
+    ELBO of 32 fixed particles instead (``(32,)``, the same noise each chunk). None otherwise."""
+    if not model.batch_size or config.schedule != "plateau" or get_guide(config.guide).point:
+        return None
+    values = _elbo_values_fn(model, get_guide(config.guide), PLATEAU_PARTICLES)
+    key = jax.random.key(config.seed)
+    return lambda state: np.asarray(values(state.params, state.precond, key))
+
+
+PLATEAU_PARTICLES = 32
+
+
 class _Runner:
     """The chunk loop's mutable bookkeeping: state, a preallocated host trace, the progress bar."""
 
-    def __init__(self, state, config, history, callbacks, progress_bar, name):
+    def __init__(self, state, config, history, callbacks, progress_bar, name, plateau_signal=None):
         self.state, self.config, self.callbacks = state, config, tuple(callbacks)
+        self.plateau_signal = plateau_signal
         offset = 0 if history is None else len(history.loss)
         total = offset + config.num_steps
         self._buffers = Trace(
@@ -289,7 +313,10 @@ class _Runner:
                     self.stop_reason = "callback"
                     return
                 if plateau is not None:
-                    learning_rate, converged = plateau.update(chunk.elbo[accepted])
+                    if self.plateau_signal is None:
+                        learning_rate, converged = plateau.update(chunk.elbo[accepted])
+                    else:
+                        learning_rate, converged = plateau.update(self.plateau_signal(self.state), paired=True)
                     if converged:
                         self.stop_reason = "converged"
                         return
@@ -391,7 +418,9 @@ def _log_q_fn(model, guide):
     return cached(model, ("log_q", guide.name), build)
 
 
-def _elbo_fn(model, guide, num_particles):
+def _elbo_values_fn(model, guide, num_particles):
+    """``fn(params, precond, key) -> (num_particles,)``: log p - log q at the guide's draws, on all
+    of the model's data (point guides: the log joint at the point)."""
     batch = min(num_particles, 256)
     num_batches = -(-num_particles // batch)
 
@@ -403,12 +432,20 @@ def _elbo_fn(model, guide, num_particles):
             u = guide.transform(params, jax.random.normal(key, (batch, guide.noise_dim(params))))
             return jax.vmap(whitened.log_density)(u) - guide.log_prob(params, u)
 
-        def estimate(params, precond, key):
+        def values(params, precond, key):
             # Batches bound the memory of a large particle count.
             keys = jax.random.split(key, num_batches)
-            values = jax.lax.map(lambda k: one_batch(params, precond, k), keys)
-            return jnp.mean(values.reshape(-1)[:num_particles])
+            out = jax.lax.map(lambda k: one_batch(params, precond, k), keys)
+            return out.reshape(-1)[:num_particles]
 
-        return jax.jit(estimate)
+        return jax.jit(values)
+
+    return cached(model, ("elbo_values", guide.name, int(num_particles)), build)
+
+
+def _elbo_fn(model, guide, num_particles):
+    def build():
+        values = _elbo_values_fn(model, guide, num_particles)
+        return jax.jit(lambda params, precond, key: jnp.mean(values(params, precond, key)))
 
     return cached(model, ("elbo", guide.name, int(num_particles)), build)

@@ -8,19 +8,28 @@ supports turned into transforms by ``numpyro.distributions.transforms.biject_to`
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from numpyro import handlers
+from numpyro.primitives import Messenger
 from numpyro.distributions import constraints
 from numpyro.distributions.transforms import biject_to
 from numpyro.infer import init_to_median
-from numpyro.infer.util import constrain_fn, initialize_model, log_density, unconstrain_fn
+from numpyro.infer.util import constrain_fn, initialize_model, log_density, potential_energy, unconstrain_fn
 
-__all__ = ["Model"]
+__all__ = ["Model", "Density", "shard_data"]
+
+
+class Density(NamedTuple):
+    """``log_density(z)`` and ``log_joint(z)`` of a model over one data set (or one minibatch)."""
+
+    log_density: Callable[[jax.Array], jax.Array]
+    log_joint: Callable[[jax.Array], jax.Array]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -34,6 +43,11 @@ class Model:
     - ``constrain(z) -> dict``: named values in their natural space (deterministic sites included).
     - ``unconstrain(values) -> (dim,)``: the inverse, from constrained latent values.
     - ``init_z``: the model's initial point ``(dim,)``; ``sites``: latent site name -> shape.
+    - ``data``: the arrays the density reads, handed to compiled code as arguments (so data placed
+      on several devices with :func:`shard_data` is computed on where it lies); :meth:`density`
+      evaluates the model on other arrays of the same shapes, or on a random minibatch.
+    - ``batch_size``, ``num_data``: set for subsampled models (each step then sees ``batch_size``
+      of ``num_data`` data points, the likelihood scaled by ``num_data / batch_size``).
     """
 
     log_density: Callable[[jax.Array], jax.Array]
@@ -46,11 +60,38 @@ class Model:
     numpyro_model: Optional[Callable] = None
     model_args: tuple = ()
     model_kwargs: dict = dataclasses.field(default_factory=dict)
+    data: tuple = ()
+    bind: Optional[Callable[[tuple, Optional[jax.Array]], Density]] = None
+    batch_size: Optional[int] = None
+    num_data: Optional[int] = None
+    rebuild: Optional[Callable[[Optional[int]], "Model"]] = dataclasses.field(default=None, repr=False)
 
     @property
     def dim(self) -> int:
         """Length of the flat unconstrained vector."""
         return int(self.init_z.shape[0])
+
+    def density(self, data: Optional[tuple] = None, key: Optional[jax.Array] = None) -> Density:
+        """The log densities over ``data`` (default: the model's own). With ``key`` and a subsampled
+        model, an unbiased estimate from a random minibatch of ``batch_size`` data points."""
+        if self.bind is None:
+            return Density(self.log_density, self.log_joint)
+        return self.bind(self.data if data is None else data, key if self.batch_size else None)
+
+    def with_batch_size(self, batch_size: Optional[int]) -> "Model":
+        """This model with each step seeing ``batch_size`` data points (None: all of them)."""
+        if self.rebuild is None:
+            raise ValueError(
+                f"{self.name} declares no data to subsample: use numpyro.plate(..., subsample_size=B) in a "
+                "NumPyro model, or Model.from_log_density(..., data=..., log_likelihood=...)"
+            )
+        if batch_size is not None:
+            if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or not 1 <= batch_size <= self.num_data:
+                raise ValueError(f"batch_size must be an integer in [1, {self.num_data}] (the number of data points), got {batch_size!r}")
+            batch_size = int(batch_size)
+            if batch_size == self.num_data:
+                batch_size = None
+        return self.rebuild(batch_size)
 
     def initial_point(self, init_values: Optional[Mapping[str, Any]] = None) -> jax.Array:
         """The flat starting point ``(dim,)``: ``init_z``, or ``init_values`` (constrained values by
@@ -76,47 +117,15 @@ class Model:
         """Wrap a NumPyro model called as ``model_fn(*args, **kwargs)``.
 
         Latent sites must be continuous sample sites: ``numpyro.param``/``mutable`` sites and
-        discrete latents raise a ValueError naming the site.
+        discrete latents raise a ValueError naming the site. Array arguments (``ndim >= 1``) are the
+        model's ``data``. A ``numpyro.plate(name, N, subsample_size=B)`` makes each step see a fresh
+        random minibatch of ``B`` (drawn with replacement, the likelihood scaled by ``N / B``);
+        exports, diagnostics and the starting stage use all ``N``.
         """
         if not callable(model_fn):
             raise TypeError(f"Model.from_numpyro expects a NumPyro model function, got {type(model_fn).__name__}")
-        _check_numpyro_sites(model_fn, args, kwargs)
-        try:
-            info = initialize_model(
-                jax.random.key(0),
-                model_fn,
-                init_strategy=init_to_median(num_samples=15),
-                model_args=args,
-                model_kwargs=kwargs,
-            )
-        except RuntimeError as err:
-            raise ValueError(
-                f"the log density of {_name(model_fn)} is not finite at any initial point tried "
-                f"{_nonfinite_sites(model_fn, args, kwargs)}; check the data for NaN or values "
-                "outside the likelihood's support, and that the priors and data shapes agree"
-            ) from err
-        init_z, unravel = ravel_pytree(info.param_info.z)
-
-        def latent(z):
-            return constrain_fn(model_fn, args, kwargs, unravel(z), return_deterministic=False)
-
-        def unconstrain(values):
-            full = {**latent(init_z), **{k: jnp.asarray(v) for k, v in values.items()}}
-            return ravel_pytree(unconstrain_fn(model_fn, args, kwargs, full))[0]
-
-        sites = {name: tuple(np.shape(v)) for name, v in latent(init_z).items()}
-        return cls(
-            log_density=lambda z: -info.potential_fn(unravel(z)),
-            log_joint=lambda z: log_density(model_fn, args, kwargs, latent(z))[0],
-            constrain=lambda z: info.postprocess_fn(unravel(z)),
-            unconstrain=unconstrain,
-            init_z=init_z,
-            sites=sites,
-            name=_name(model_fn),
-            numpyro_model=model_fn,
-            model_args=args,
-            model_kwargs=kwargs,
-        )
+        plates = _check_numpyro_sites(model_fn, args, kwargs)
+        return _numpyro_model(model_fn, args, kwargs, plates, None)
 
     @classmethod
     def from_log_density(
@@ -127,17 +136,27 @@ class Model:
         shapes: Optional[Mapping[str, tuple]] = None,
         init: Optional[Mapping[str, Any]] = None,
         name: Optional[str] = None,
+        data: Any = None,
+        log_likelihood: Optional[Callable[[dict, Any], jax.Array]] = None,
+        batch_size: Optional[int] = None,
     ) -> "Model":
         """Wrap ``log_density(values) -> ()``, a function of a dict of constrained values.
 
         ``supports`` maps each name to a ``numpyro.distributions.constraints`` object (e.g.
         ``constraints.positive``); ``shapes`` gives each value's shape (default scalar); ``init``
         gives constrained starting values (default: the transform of 0).
+
+        With ``data`` (a pytree of arrays sharing a leading axis of ``N`` data points) and
+        ``log_likelihood(values, data) -> (N,)`` (the log-likelihood of each data point), the
+        posterior is ``log_density(values) + sum(log_likelihood(values, data))``; a ``batch_size``
+        ``B`` then makes each step see ``B`` random data points, the sum scaled by ``N / B``.
         """
         if not callable(log_density):
             raise TypeError(f"log_density must be callable, got {type(log_density).__name__}")
         if not isinstance(supports, Mapping) or not supports:
             raise ValueError("supports must be a non-empty dict of name -> numpyro constraint")
+        if (data is None) != (log_likelihood is None):
+            raise ValueError("data and log_likelihood go together: pass both (per-datum log-likelihood) or neither")
         shapes = dict(shapes or {})
         init = dict(init or {})
         for extra, what in ((set(shapes) - set(supports), "shapes"), (set(init) - set(supports), "init")):
@@ -158,21 +177,54 @@ class Model:
             else:
                 z0[key] = jnp.zeros(t.inverse_shape(shape), jnp.float32)
         init_z, unravel = ravel_pytree(z0)
+        label = name or _name(log_density)
 
         def constrain(z):
             u = unravel(z)
             return {k: transforms[k](u[k]) for k in transforms}
 
-        def flat_log_density(z):
-            u = unravel(z)
-            x = {k: transforms[k](u[k]) for k in transforms}
-            log_det = sum(jnp.sum(transforms[k].log_abs_det_jacobian(u[k], x[k])) for k in transforms)
-            return log_density(x) + log_det
-
         def unconstrain(values):
             return ravel_pytree({k: transforms[k].inv(jnp.asarray(values[k])) if k in values else v for k, v in unravel(init_z).items()})[0]
 
-        label = name or _name(log_density)
+        def flat(joint):
+            def flat_log_density(z):
+                u = unravel(z)
+                x = {k: transforms[k](u[k]) for k in transforms}
+                log_det = sum(jnp.sum(transforms[k].log_abs_det_jacobian(u[k], x[k])) for k in transforms)
+                return joint(x) + log_det
+
+            return flat_log_density
+
+        num_data, bind = None, None
+        if data is not None:
+            data = jax.tree.map(_as_device_array, data)
+            num_data = _num_data(data, label)
+            if batch_size is not None:
+                if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or not 1 <= batch_size <= num_data:
+                    raise ValueError(f"batch_size must be an integer in [1, {num_data}] (the number of data points), got {batch_size!r}")
+                batch_size = None if batch_size == num_data else int(batch_size)
+
+            def bind(arrays, key):
+                if key is None:
+                    batch, weight = arrays, 1.0
+                else:
+                    index = jax.random.randint(key, (batch_size,), 0, num_data)
+                    batch, weight = jax.tree.map(lambda a: a[index], arrays), num_data / batch_size
+
+                def joint(values):
+                    pointwise = log_likelihood(values, batch)
+                    if jnp.ndim(pointwise) != 1:
+                        raise ValueError(f"log_likelihood of {label} must return one value per data point, shape (N,); got shape {jnp.shape(pointwise)}")
+                    return log_density(values) + weight * jnp.sum(pointwise)
+
+                return Density(flat(joint), lambda z: joint(constrain(z)))
+
+            own = bind(data, None)
+            joint_fn, flat_log_density = own.log_joint, own.log_density
+        else:
+            batch_size = None
+            flat_log_density, joint_fn = flat(log_density), lambda z: log_density(constrain(z))
+
         out = jax.eval_shape(flat_log_density, init_z)
         if out.shape != ():
             raise ValueError(f"log_density of {label} must return a scalar, got shape {out.shape}")
@@ -182,15 +234,146 @@ class Model:
                 f"the log density of {label} is {value} at its initial point {dict(constrain(init_z))}; "
                 "pass init= with values where it is finite"
             )
+        arguments = dict(shapes=shapes, init=init, name=name, data=data, log_likelihood=log_likelihood)
         return cls(
             log_density=flat_log_density,
-            log_joint=lambda z: log_density(constrain(z)),
+            log_joint=joint_fn,
             constrain=constrain,
             unconstrain=unconstrain,
             init_z=init_z,
             sites={k: tuple(np.shape(v)) for k, v in constrain(init_z).items()},
             name=label,
+            data=() if data is None else data,
+            bind=bind,
+            batch_size=batch_size,
+            num_data=num_data,
+            rebuild=None if data is None else (lambda b: cls.from_log_density(log_density, supports, batch_size=b, **arguments)),
         )
+
+
+def shard_data(*arrays, devices: Optional[Sequence] = None):
+    """Place each array's leading (data) axis across ``devices`` (default: all of ``jax.devices()``).
+
+    Pass the results to the model as usual: vibench hands a model's data to the compiled step as
+    arguments, so JAX computes the likelihood where each shard lies and sums across devices. The
+    leading axis must divide evenly. Returns one array, or a tuple for several.
+    """
+    devices = list(jax.devices() if devices is None else devices)
+    mesh = Mesh(np.array(devices), ("data",))
+    placed = []
+    for array in arrays:
+        array = np.asarray(array)
+        if array.ndim == 0 or array.shape[0] % len(devices):
+            raise ValueError(
+                f"shard_data splits the leading axis over {len(devices)} devices; it must divide evenly, got an "
+                f"array of shape {array.shape} (trim or pad the data to a multiple of {len(devices)})"
+            )
+        placed.append(jax.device_put(array, NamedSharding(mesh, PartitionSpec("data"))))
+    return placed[0] if len(placed) == 1 else tuple(placed)
+
+
+def _as_device_array(leaf):
+    # Committed (e.g. sharded) arrays keep their placement; host arrays move once, not every step.
+    return leaf if isinstance(leaf, jax.Array) else jnp.asarray(leaf)
+
+
+def _num_data(data, label) -> int:
+    sizes = {np.shape(leaf)[0] if np.ndim(leaf) else None for leaf in jax.tree.leaves(data)}
+    if len(sizes) != 1 or None in sizes:
+        raise ValueError(f"the data of {label} must be arrays sharing a leading axis of data points; got leading sizes {sorted(map(str, sizes))}")
+    return sizes.pop()
+
+
+class _Plates(Messenger):
+    """Resolve subsampled plates: every index (``key`` None), or ``batch`` indices (the model's own
+    ``subsample_size`` when None) drawn with replacement: unbiased, and O(batch) rather than the
+    O(N) permutation NumPyro's own sampler needs."""
+
+    def __init__(self, fn, plates: dict, key, batch: Optional[int]):
+        super().__init__(fn)
+        self.plates, self.key, self.batch = plates, key, batch
+
+    def process_message(self, msg):
+        if msg["type"] != "plate" or msg["name"] not in self.plates:
+            return
+        size = self.plates[msg["name"]][0]
+        if self.key is None:
+            msg["value"], msg["args"] = jnp.arange(size), (size, size)
+        else:
+            batch = self.batch or self.plates[msg["name"]][1]
+            key = jax.random.fold_in(self.key, sorted(self.plates).index(msg["name"]))
+            msg["value"], msg["args"] = jax.random.randint(key, (batch,), 0, size), (size, batch)
+
+
+def _numpyro_model(model_fn, args, kwargs, plates: dict, batch: Optional[int]) -> Model:
+    leaves, treedef = jax.tree.flatten((args, kwargs))
+    dynamic = [i for i, leaf in enumerate(leaves) if isinstance(leaf, (np.ndarray, jax.Array)) and np.ndim(leaf) >= 1]
+    data = tuple(_as_device_array(leaves[i]) for i in dynamic)
+
+    def arguments(arrays):
+        new = list(leaves)
+        for i, array in zip(dynamic, arrays):
+            new[i] = array
+        return jax.tree.unflatten(treedef, new)
+
+    def resolved(key):
+        return _Plates(model_fn, plates, key, batch) if plates else model_fn
+
+    full = resolved(None)
+    try:
+        info = initialize_model(
+            jax.random.key(0),
+            full,
+            init_strategy=init_to_median(num_samples=15),
+            model_args=args,
+            model_kwargs=kwargs,
+        )
+    except RuntimeError as err:
+        raise ValueError(
+            f"the log density of {_name(model_fn)} is not finite at any initial point tried "
+            f"{_nonfinite_sites(model_fn, args, kwargs)}; check the data for NaN or values "
+            "outside the likelihood's support, and that the priors and data shapes agree"
+        ) from err
+    init_z, unravel = ravel_pytree(info.param_info.z)
+
+    def bind(arrays, key):
+        fn = resolved(key)
+        a, k = arguments(arrays)
+
+        def latent(z):
+            return constrain_fn(fn, a, k, unravel(z), return_deterministic=False)
+
+        return Density(
+            lambda z: -potential_energy(fn, a, k, unravel(z)),
+            lambda z: log_density(fn, a, k, latent(z))[0],
+        )
+
+    def latent(z):
+        return constrain_fn(full, args, kwargs, unravel(z), return_deterministic=False)
+
+    def unconstrain(values):
+        merged = {**latent(init_z), **{k: jnp.asarray(v) for k, v in values.items()}}
+        return ravel_pytree(unconstrain_fn(full, args, kwargs, merged))[0]
+
+    own = bind(data, None)
+    first = sorted(plates)[0] if plates else None
+    return Model(
+        log_density=own.log_density,
+        log_joint=own.log_joint,
+        constrain=lambda z: info.postprocess_fn(unravel(z)),
+        unconstrain=unconstrain,
+        init_z=init_z,
+        sites={name: tuple(np.shape(v)) for name, v in latent(init_z).items()},
+        name=_name(model_fn),
+        numpyro_model=model_fn,
+        model_args=args,
+        model_kwargs=kwargs,
+        data=data,
+        bind=bind,
+        batch_size=(batch or plates[first][1]) if plates else None,
+        num_data=plates[first][0] if plates else None,
+        rebuild=(lambda b: _numpyro_model(model_fn, args, kwargs, plates, b)) if plates else None,
+    )
 
 
 def _name(fn) -> str:
@@ -203,8 +386,14 @@ def _trace(model_fn, args, kwargs) -> dict:
     return handlers.trace(seeded).get_trace(*args, **kwargs)
 
 
-def _check_numpyro_sites(model_fn, args, kwargs) -> None:
+def _check_numpyro_sites(model_fn, args, kwargs) -> dict:
+    """Check the latent sites; return the subsampled plates, ``{name: (size, subsample_size)}``."""
     trace = _trace(model_fn, args, kwargs)
+    plates = {
+        name: tuple(site["args"])
+        for name, site in trace.items()
+        if site["type"] == "plate" and site["args"][1] is not None and site["args"][1] != site["args"][0]
+    }
     latent = []
     for name, site in trace.items():
         if site["type"] in ("param", "mutable"):
@@ -219,9 +408,18 @@ def _check_numpyro_sites(model_fn, args, kwargs) -> None:
                 f"latent site {name!r} is discrete ({type(site['fn']).__name__}): Gaussian-family VI needs "
                 "continuous latents; marginalise it out of the model (e.g. a logsumexp over its values)"
             )
+        local = [frame.name for frame in site["cond_indep_stack"] if frame.name in plates]
+        if local:
+            raise ValueError(
+                f"latent site {name!r} lies inside the subsampled plate {local[0]!r}: one latent per data "
+                "point cannot be covered by a guide over the global parameters when each step sees another "
+                "minibatch. Fit it without subsample_size, or marginalise the local latent out "
+                "(see docs/scale.md on amortised guides)"
+            )
         latent.append(name)
     if not latent:
         raise ValueError(f"{_name(model_fn)} has no latent sample sites: there is no posterior to fit")
+    return plates
 
 
 def _nonfinite_sites(model_fn, args, kwargs) -> str:
