@@ -1,8 +1,9 @@
 """vibench: an interactive variational-inference workbench on a pure JAX core."""
 
-from . import engine, guides, models, objectives
+from . import diagnostics, engine, export, guides, models, objectives
 from .config import Config
 from .engine import Hyper, State, Trace, hyper_from_config, init_params, make_engine
+from .export import to_arviz
 from .fit import Fit, fit
 from .guides import Guide, register_guide
 from .model import Model
@@ -19,7 +20,9 @@ __all__ = [
     "Objective",
     "State",
     "Trace",
+    "diagnostics",
     "engine",
+    "export",
     "fit",
     "guides",
     "hyper_from_config",
@@ -29,4 +32,5 @@ __all__ = [
     "objectives",
     "register_guide",
     "register_objective",
+    "to_arviz",
 ]

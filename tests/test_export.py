@@ -1,0 +1,250 @@
+import warnings
+
+import arviz as az
+import jax
+import jax.numpy as jnp
+import matplotlib
+import numpy as np
+import pytest
+from scipy import stats
+
+import vibench as vb
+from vibench.guides import DeltaParams
+
+from targets import (
+    NORMAL_Y,
+    SIGMA,
+    bimodal,
+    correlated,
+    fit_at,
+    fullrank_params,
+    gaussian,
+    gaussian_log_z,
+    meanfield_params,
+    normal_mean_model,
+    normal_mean_posterior,
+)
+
+matplotlib.use("Agg")
+
+
+@pytest.fixture(scope="module")
+def schools_fit():
+    model = vb.models.eight_schools()
+    return vb.fit(model, vb.Config(guide="fullrank", num_particles=4, num_steps=1000, chunk_size=1000, seed=0), progress_bar=False)
+
+
+@pytest.fixture(scope="module")
+def normal_fit():
+    """The exact posterior of the conjugate Normal-mean model as a full-rank guide."""
+    model = vb.Model.from_numpyro(normal_mean_model, y=NORMAL_Y)
+    mean, sd = normal_mean_posterior()
+    return fit_at(model, fullrank_params([[sd**2]], [mean]), guide="fullrank")
+
+
+def _schema(idata):
+    return {group: {name: (var.dims, var.shape) for name, var in idata[group].data_vars.items()} for group in idata.groups()}
+
+
+def test_schema_of_a_numpyro_model(schools_fit):
+    idata = schools_fit.to_arviz(num_draws=50, key=jax.random.key(0))
+    per_step = (("chain", "step"), (1, 1000))
+    per_chain = (("chain",), (1,))
+    scalar = (("chain", "draw"), (1, 50))
+    school = (("chain", "draw", "school"), (1, 50, 8))
+    assert _schema(idata) == {
+        "posterior": {"mu": scalar, "tau": scalar, "theta": school, "theta_trans": school},
+        "posterior_predictive": {"obs": school},
+        "log_likelihood": {"obs": school},
+        "sample_stats": {"lp": scalar, "log_q": scalar, "log_weight": scalar},
+        "observed_data": {"obs": (("school",), (8,))},
+        "constant_data": {"sigma": (("school",), (8,))},
+        "vi_trace": {
+            "loss": per_step, "elbo": per_step, "grad_norm": per_step, "rejected": per_step,
+            "config": per_chain, "num_steps": per_chain, "wall_time": per_chain, "stop_reason": per_chain, "khat": per_chain,
+        },
+    }
+    np.testing.assert_array_equal(idata.observed_data["obs"], vb.models.EIGHT_SCHOOLS["y"])
+    np.testing.assert_array_equal(idata.constant_data["sigma"], vb.models.EIGHT_SCHOOLS["sigma"])
+    np.testing.assert_array_equal(idata.vi_trace["elbo"].values[0], schools_fit.trace.elbo)
+    # theta is the deterministic mu + tau * theta_trans, draw by draw.
+    post = idata.posterior
+    np.testing.assert_allclose(post["theta"], post["mu"] + post["tau"] * post["theta_trans"], rtol=1e-5, atol=1e-5)
+    # tau is positive: the posterior is in the constrained space.
+    assert float(post["tau"].min()) > 0
+    assert vb.export.read_configs(idata) == [schools_fit.config]
+    assert idata.posterior.attrs["inference_library"] == "vibench"
+
+
+def test_same_key_same_export_and_draws_follow_the_guide(schools_fit):
+    a = schools_fit.to_arviz(num_draws=30, key=jax.random.key(5))
+    b = schools_fit.to_arviz(num_draws=30, key=jax.random.key(5))
+    for group in a.groups():
+        for name in a[group].data_vars:
+            np.testing.assert_array_equal(a[group][name].values, b[group][name].values)
+    # The ELBO is the mean log importance weight.
+    idata = schools_fit.to_arviz(num_draws=4000, key=jax.random.key(6), log_likelihood=False, posterior_predictive=False)
+    elbo = schools_fit.elbo(jax.random.key(7), num_particles=20_000)
+    stderr = float(idata.sample_stats["log_weight"].std()) / np.sqrt(4000)
+    assert abs(float(idata.sample_stats["log_weight"].mean()) - elbo) < 4 * stderr
+
+
+def test_pointwise_log_likelihood_equals_the_closed_form(normal_fit):
+    idata = normal_fit.to_arviz(num_draws=200, key=jax.random.key(1))
+    mu = idata.posterior["mu"].values  # (1, 200)
+    expected = stats.norm.logpdf(NORMAL_Y, mu[..., None], SIGMA)
+    assert idata.log_likelihood["y"].dims == ("chain", "draw", "obs_id")
+    np.testing.assert_allclose(idata.log_likelihood["y"].values, expected, rtol=1e-5, atol=1e-5)
+    # lp is the log joint: prior plus likelihood, in the model's own parameterisation.
+    lp = stats.norm.logpdf(mu, 0.0, 10.0) + expected.sum(-1)
+    np.testing.assert_allclose(idata.sample_stats["lp"].values, lp, rtol=1e-5)
+
+
+def test_posterior_predictive_is_drawn_afresh(normal_fit):
+    idata = normal_fit.to_arviz(num_draws=4000, key=jax.random.key(2))
+    pp = idata.posterior_predictive["y"].values[0]  # (4000, 12)
+    mean, sd = normal_mean_posterior()
+    # y_new ~ N(mu, SIGMA), mu ~ N(mean, sd): mean `mean`, variance SIGMA^2 + sd^2, for each i.
+    assert not np.any(pp == NORMAL_Y)
+    np.testing.assert_allclose(pp.mean(), mean, atol=4 * np.sqrt(SIGMA**2 + sd**2) / np.sqrt(4000))
+    np.testing.assert_allclose(pp.var(0).mean(), SIGMA**2 + sd**2, rtol=0.03)
+
+
+def test_sample_stats_of_an_exact_gaussian_guide():
+    cov, mean = correlated(0.8), [1.0, -2.0]
+    fit = fit_at(gaussian(cov, mean), fullrank_params(cov, mean), guide="fullrank")
+    idata = fit.to_arviz(num_draws=500, key=jax.random.key(3), log_likelihood=False)
+    x = idata.posterior["x"].values[0]
+    np.testing.assert_allclose(idata.sample_stats["log_q"].values[0], stats.multivariate_normal(mean, cov).logpdf(x), rtol=1e-4)
+    # q equals the normalised target: every log weight is log Z.
+    np.testing.assert_allclose(idata.sample_stats["log_weight"].values[0], gaussian_log_z(cov), atol=2e-4)
+    assert idata.vi_trace["khat"].values[0] == -np.inf
+
+
+def test_arviz_functions_run_on_the_export(normal_fit):
+    idata = normal_fit.to_arviz(num_draws=2000, key=jax.random.key(4))
+    loo, waic = az.loo(idata), az.waic(idata)
+    # p_waic is the sum over i of Var[log N(y_i | mu, SIGMA)] with mu ~ N(m, s^2), in closed form:
+    # (4 (y_i - m)^2 s^2 + 2 s^4) / (4 SIGMA^4).
+    m, s = normal_mean_posterior()
+    p_waic = np.sum(4 * (NORMAL_Y - m) ** 2 * s**2 + 2 * s**4) / (4 * SIGMA**4)
+    np.testing.assert_allclose(waic.p_waic, p_waic, rtol=0.1)
+    np.testing.assert_allclose(loo.p_loo, p_waic, rtol=0.1)
+    assert np.all(loo.pareto_k.values < 0.5)
+    lppd = np.sum(np.log(np.mean(np.exp(idata.log_likelihood["y"].values[0]), 0)))
+    np.testing.assert_allclose(loo.elpd_loo, lppd - loo.p_loo, rtol=1e-6)
+    table = az.summary(idata)
+    mean, sd = normal_mean_posterior()
+    assert abs(table.loc["mu", "mean"] - mean) < 4 * sd / np.sqrt(2000)
+    assert table.loc["mu", "ess_bulk"] > 1500  # independent draws (r_hat needs two chains)
+    axes = az.plot_posterior(idata)
+    assert np.atleast_1d(axes)[0].get_title() == "mu"
+    axes = az.plot_forest(idata)
+    assert len(np.atleast_1d(axes)) == 1
+    matplotlib.pyplot.close("all")
+
+
+def test_netcdf_round_trip_keeps_every_group(schools_fit, tmp_path):
+    idata = schools_fit.to_arviz(num_draws=40, key=jax.random.key(8))
+    path = idata.to_netcdf(str(tmp_path / "fit.nc"))
+    back = az.from_netcdf(path)
+    assert back.groups() == idata.groups()
+    for group in idata.groups():
+        assert set(back[group].data_vars) == set(idata[group].data_vars)
+        for name, var in idata[group].data_vars.items():
+            assert back[group][name].dims == var.dims
+            np.testing.assert_array_equal(back[group][name].values, var.values)
+    assert back.vi_trace["rejected"].dtype == bool
+    assert vb.export.read_configs(back) == [schools_fit.config]
+    assert str(back.vi_trace["stop_reason"].values[0]) == "completed"
+    assert back.vi_trace["wall_time"].values[0] == pytest.approx(schools_fit.wall_time)
+
+
+def test_user_dims_and_coords(schools_fit):
+    names = ["Choate", "Deerfield", "Phillips Andover", "Phillips Exeter", "Hotchkiss", "Lawrenceville", "St. Paul's", "Mt. Hermon"]
+    idata = schools_fit.to_arviz(num_draws=10, key=jax.random.key(0), coords={"school": names}, dims={"theta": ["name"]},
+                                 log_likelihood=False, posterior_predictive=False)
+    assert list(idata.posterior["theta_trans"].coords["school"].values) == names
+    assert idata.posterior["theta"].dims == ("chain", "draw", "name")
+    assert list(idata.observed_data["obs"].coords["school"].values) == names
+
+
+def test_several_fits_export_as_chains_and_rhat_flags_two_modes():
+    model = bimodal()
+    config = vb.Config(guide="meanfield", num_steps=600, chunk_size=600, learning_rate=5e-2)
+    left = vb.fit(model, config, init_values={"x": -3.0}, progress_bar=False)
+    right = vb.fit(model, config, init_values={"x": 3.0}, progress_bar=False)
+    left_again = vb.fit(model, config.replace(seed=1), init_values={"x": -3.5}, progress_bar=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a plain log density: no log-likelihood, said in a warning
+        two_modes = vb.to_arviz([left, right], num_draws=500, key=jax.random.key(0))
+        one_mode = vb.to_arviz([left, left_again], num_draws=500, key=jax.random.key(0))
+    assert two_modes.posterior["x"].shape == (2, 500)
+    np.testing.assert_allclose(two_modes.posterior["x"].mean("draw"), [-4.0, 4.0], atol=0.2)
+    # Rank-normalised R-hat of two chains with no overlap saturates near 1.8; ArviZ flags > 1.01.
+    assert float(az.rhat(two_modes)["x"]) > 1.5
+    assert float(az.rhat(one_mode)["x"]) < 1.01
+    assert two_modes.vi_trace["elbo"].shape == (2, 600)
+    assert [c.seed for c in vb.export.read_configs(one_mode)] == [0, 1]
+
+
+def test_fits_of_different_lengths_pad_the_trace():
+    model = gaussian(np.eye(2))
+    short = vb.fit(model, num_steps=100, chunk_size=100, progress_bar=False)
+    longer = vb.fit(model, init=short, num_steps=100, chunk_size=100, progress_bar=False)
+    idata = vb.to_arviz([short, longer], num_draws=20, log_likelihood=False)
+    assert list(idata.vi_trace["num_steps"].values) == [100, 200]
+    elbo = idata.vi_trace["elbo"].values
+    np.testing.assert_array_equal(elbo[0, :100], short.trace.elbo)
+    assert np.all(np.isnan(elbo[0, 100:])) and not np.any(idata.vi_trace["rejected"].values[0, 100:])
+    np.testing.assert_array_equal(elbo[1], longer.trace.elbo)
+
+
+def test_a_plain_log_density_exports_without_log_likelihood_and_says_so():
+    fit = fit_at(gaussian(np.eye(3)), meanfield_params(np.zeros(3), np.ones(3)))
+    with pytest.warns(UserWarning, match="plain log density.*no log_likelihood"):
+        idata = fit.to_arviz(num_draws=20)
+    assert set(idata.groups()) == {"posterior", "sample_stats", "vi_trace"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert "log_likelihood" not in fit.to_arviz(num_draws=20, log_likelihood=False).groups()
+
+    # A pointwise log-likelihood given as a function of one draw's values.
+    y = np.array([0.5, -1.0, 2.0], np.float32)
+
+    def log_likelihood(values):
+        return {"y": jax.scipy.stats.norm.logpdf(y, values["x"], 1.0)}
+
+    idata = fit.to_arviz(num_draws=20, key=jax.random.key(1), log_likelihood=log_likelihood)
+    x = idata.posterior["x"].values
+    np.testing.assert_allclose(idata.log_likelihood["y"].values, stats.norm.logpdf(y, x, 1.0), rtol=1e-5)
+    with pytest.raises(TypeError, match="non-empty dict"):
+        fit.to_arviz(num_draws=20, log_likelihood=lambda values: values["x"])
+
+
+def test_point_guide_exports_its_point():
+    model = vb.models.eight_schools()
+    fit = fit_at(model, DeltaParams(jnp.arange(10, dtype=jnp.float32) / 10), guide="delta")
+    idata = fit.to_arviz(num_draws=5, key=jax.random.key(0))
+    assert np.all(idata.posterior["mu"].values == 0.0)
+    np.testing.assert_allclose(idata.posterior["tau"].values, np.exp(0.1), rtol=1e-6)
+    assert np.all(np.isnan(idata.sample_stats["log_q"])) and np.all(np.isfinite(idata.sample_stats["lp"]))
+    assert np.isnan(idata.vi_trace["khat"].values[0])
+    with pytest.raises(ValueError, match="point"):
+        fit.to_arviz(num_draws=5, psis_reweight=True)
+
+
+def test_bad_input_gets_a_clear_error(schools_fit):
+    with pytest.raises(ValueError, match="num_draws must be an integer >= 1, got 0"):
+        schools_fit.to_arviz(num_draws=0)
+    other = vb.fit(vb.models.eight_schools(centered=True), num_steps=10, chunk_size=10, progress_bar=False)
+    with pytest.raises(ValueError, match="fits of one model"):
+        vb.to_arviz([schools_fit, other])
+    with pytest.raises(TypeError, match="non-empty list"):
+        vb.to_arviz([])
+    with pytest.raises(TypeError, match="item 1"):
+        vb.to_arviz([schools_fit, "fit"])
+    with pytest.raises(TypeError, match="log_likelihood"):
+        schools_fit.to_arviz(log_likelihood="yes")
+    with pytest.raises(ValueError, match="not exported by vibench"):
+        vb.export.read_configs(az.from_dict(posterior={"a": np.zeros((1, 3))}))

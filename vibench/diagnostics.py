@@ -1,0 +1,313 @@
+"""Diagnostics of a fitted guide: PSIS k-hat, ELBO convergence, gradient variance, a reference check.
+
+- :func:`khat`: the Pareto k-hat of the importance ratios p(y, z) / q(z) (Yao et al. 2018,
+  https://arxiv.org/abs/1802.02538), smoothed by ArviZ's ``psislw``, with its reading.
+- :func:`elbo_convergence`: the change of the ELBO between the last two windows of the trace.
+- :func:`diagnose`: both of those plus rejected steps and wall time, as one :class:`Diagnosis`.
+- :func:`gradient_variance`: the spread of the objective's gradient at the current guide.
+- :func:`compare` / :func:`plot_compare` (from ``vibench.reference``): the fit against reference draws.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .engine import cached, hyper_from_config
+from .objectives import check_combination, make_objective
+from .reference import compare, plot_compare
+
+__all__ = [
+    "Draws",
+    "KHat",
+    "Convergence",
+    "Diagnosis",
+    "GradientVariance",
+    "importance_draws",
+    "psis",
+    "khat_reading",
+    "khat",
+    "elbo_convergence",
+    "diagnose",
+    "summary",
+    "gradient_variance",
+    "compare",
+    "plot_compare",
+]
+
+
+class Draws(NamedTuple):
+    """Guide draws with the densities importance sampling needs, each with leading axis ``n``.
+
+    ``z`` ``(n, dim)`` flat draws; ``values`` constrained ``{site: (n, *shape)}``; ``lp`` the log
+    joint log p(y, theta) in the model's own parameterisation; ``log_weight`` the log importance
+    ratio in the flat space, log p(y, z) - log q(z) (lp plus the log-Jacobian minus ``log_q``);
+    ``log_q`` the guide's log density (NaN for point guides, which have none).
+    """
+
+    z: Any
+    values: dict
+    lp: Any
+    log_q: Any
+    log_weight: Any
+
+
+class KHat(NamedTuple):
+    """A Pareto k-hat with its reading: ``"good"``, ``"usable"`` or ``"unreliable"``."""
+
+    khat: float
+    reading: str
+    threshold: float  # min(1 - 1 / log10(num_draws), 0.7): above it the ratios are unreliable
+    num_draws: int
+
+    def __str__(self) -> str:
+        return f"k-hat {self.khat:.2f} ({self.reading}; threshold {self.threshold:.2f} for {self.num_draws} draws)"
+
+
+class Convergence(NamedTuple):
+    """The ELBO over the last two windows of accepted steps (rejected steps left out)."""
+
+    elbo: float  # mean ELBO over the last window
+    elbo_sd: float  # its step-to-step standard deviation there
+    change: float  # last window's mean minus the one before
+    relative_change: float  # |change| / |mean of the window before|
+    z_change: float  # change in standard errors of the Monte Carlo noise
+    window: int
+    converged: bool  # relative_change <= rtol, or |z_change| <= 2 (no trend above the noise)
+
+
+class GradientVariance(NamedTuple):
+    """The objective's gradient at the current guide over ``repeats`` independent noise draws.
+
+    ``variance`` and ``mean`` have the guide params' structure; ``total_variance`` is the sum of
+    the per-coordinate variances (the trace of the gradient's covariance).
+    """
+
+    total_variance: float
+    mean_norm: float
+    variance: Any
+    mean: Any
+    objective: str
+    stl: bool
+    num_particles: int
+    repeats: int
+
+
+def importance_draws(fit, key: jax.Array, n: int) -> Draws:
+    """``n`` guide draws with their constrained values, ``lp``, ``log_q`` and ``log_weight``."""
+    _check_count("num_draws", n)
+    model, guide = fit.model, fit.guide
+
+    def build():
+        def per_draw(z):
+            return model.constrain(z), model.log_joint(z), model.log_density(z)
+
+        def run(params, key):
+            z = guide.transform(params, jax.random.normal(key, (n, guide.noise_dim(params))))
+            # Batches bound the memory of a model with much data.
+            values, lp, log_density = jax.lax.map(per_draw, z, batch_size=min(n, 256))
+            log_q = jnp.full((n,), jnp.nan) if guide.point else guide.log_prob(params, z)
+            return Draws(z, values, lp, log_q, log_density - log_q)
+
+        return jax.jit(run)
+
+    return jax.device_get(cached(model, ("importance_draws", guide.name, int(n)), build)(fit.params, key))
+
+
+def psis(log_weights) -> tuple[np.ndarray, float]:
+    """Pareto-smoothed log weights ``(n,)`` (normalised to log-sum-exp 0) and the k-hat, by ArviZ.
+
+    Ratios constant to 1e-4 in log (an exact guide, up to float32 rounding) give k-hat ``-inf``.
+    """
+    import arviz as az
+
+    log_weights = np.asarray(log_weights, np.float64)
+    if log_weights.ndim != 1 or log_weights.size < 2:
+        raise ValueError(f"psis needs a 1-D array of at least 2 log weights, got shape {log_weights.shape}")
+    if np.any(np.isnan(log_weights)) or not np.any(np.isfinite(log_weights)):
+        raise ValueError("the log importance weights contain NaN (or none is finite): the model's log density is not finite at the guide's draws")
+    finite = log_weights[np.isfinite(log_weights)]
+    if np.ptp(finite) < 1e-4 and finite.size == log_weights.size:
+        # Constant ratios: the guide equals the posterior up to float32 rounding. ArviZ's GPD fit
+        # sees a tail of ties there and answers inf; a bounded ratio has k-hat -inf.
+        return np.full(log_weights.shape, -np.log(log_weights.size)), float("-inf")
+    smoothed, k = az.psislw(log_weights)
+    return np.asarray(smoothed), float(k)
+
+
+def khat_reading(k: float, num_draws: int) -> KHat:
+    """Read a k-hat: good below 0.5; usable up to min(1 - 1/log10(S), 0.7); unreliable above it
+    (Vehtari et al. 2024, the sample-size-dependent threshold of current loo)."""
+    threshold = min(1.0 - 1.0 / np.log10(num_draws), 0.7) if num_draws > 10 else 0.0
+    if np.isnan(k) or k > threshold:
+        reading = "unreliable"
+    elif k <= 0.5:
+        reading = "good"
+    else:
+        reading = "usable"
+    return KHat(float(k), reading, float(threshold), int(num_draws))
+
+
+def khat(fit, num_draws: int = 4000, key: Optional[jax.Array] = None) -> KHat:
+    """PSIS k-hat of the guide against the model from ``num_draws`` guide draws.
+
+    A point (Delta) guide has no density, so its ratios and k-hat are undefined: ValueError.
+    """
+    _check_density(fit)
+    draws = importance_draws(fit, _default_key(key), num_draws)
+    return khat_reading(psis(draws.log_weight)[1], num_draws)
+
+
+def elbo_convergence(trace, window: Optional[int] = None, rtol: float = 1e-3) -> Convergence:
+    """Compare the mean ELBO of the last ``window`` accepted steps with the ``window`` before.
+
+    ``window`` defaults to a tenth of the accepted steps (at least 10, at most 1000).
+    """
+    elbo = np.asarray(trace.elbo, np.float64)[~np.asarray(trace.rejected, bool)]
+    if window is None:
+        window = int(np.clip(elbo.size // 10, 10, 1000))
+    _check_count("window", window)
+    if elbo.size < 2 * window:
+        raise ValueError(f"elbo_convergence needs at least 2 * window = {2 * window} accepted steps, the trace has {elbo.size}")
+    last, before = elbo[-window:], elbo[-2 * window : -window]
+    change = float(last.mean() - before.mean())
+    relative = abs(change) / max(abs(before.mean()), 1e-12)
+    stderr = np.sqrt((last.var(ddof=1) + before.var(ddof=1)) / window)
+    z_change = change / stderr if stderr > 0 else (0.0 if change == 0 else np.inf)
+    converged = bool(relative <= rtol or abs(z_change) <= 2.0)
+    return Convergence(float(last.mean()), float(last.std(ddof=1)), change, float(relative), float(z_change), window, converged)
+
+
+@dataclasses.dataclass(frozen=True)
+class Diagnosis:
+    """A fit's diagnostics at a glance; ``khat`` is None for point guides."""
+
+    model: str
+    guide: str
+    khat: Optional[KHat]
+    convergence: Optional[Convergence]
+    num_steps: int
+    num_rejected: int
+    wall_time: float
+    stop_reason: str
+
+    def to_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        out["khat"] = None if self.khat is None else self.khat._asdict()
+        out["convergence"] = None if self.convergence is None else self.convergence._asdict()
+        return out
+
+    def __repr__(self) -> str:
+        c = self.convergence
+        if c is None:
+            elbo = "ELBO        too few accepted steps to judge convergence"
+        else:
+            verdict = "converged" if c.converged else "still changing"
+            elbo = (
+                f"ELBO        {c.elbo:.6g} (sd {c.elbo_sd:.3g}) over the last {c.window} steps; {verdict}: "
+                f"change {c.change:+.3g} ({c.relative_change:.2g} relative, {c.z_change:+.2g} standard errors)"
+            )
+        k = "undefined: a point guide has no density" if self.khat is None else str(self.khat)
+        return "\n".join([
+            f"Diagnosis of {self.model!r} with guide {self.guide!r}",
+            f"  PSIS        {k}",
+            f"  {elbo}",
+            f"  steps       {self.num_steps} ({self.num_rejected} rejected as not finite), {self.stop_reason}",
+            f"  wall time   {self.wall_time:.2f} s",
+        ])
+
+
+def diagnose(fit, num_draws: int = 4000, key: Optional[jax.Array] = None, window: Optional[int] = None,
+             log_weights=None) -> Diagnosis:
+    """k-hat (from ``log_weights`` ``(S,)`` when given, else ``num_draws`` fresh draws), ELBO
+    convergence, rejected steps and wall time of ``fit``."""
+    k = None
+    if not fit.guide.point:
+        if log_weights is None:
+            log_weights = importance_draws(fit, _default_key(key), num_draws).log_weight
+        k = khat_reading(psis(log_weights)[1], len(log_weights))
+    try:
+        convergence = elbo_convergence(fit.trace, window)
+    except ValueError:
+        convergence = None
+    return Diagnosis(fit.model.name, fit.config.guide, k, convergence, fit.num_steps, fit.num_rejected,
+                     float(fit.wall_time), fit.stop_reason)
+
+
+def summary(fit, num_draws: int = 4000, key: Optional[jax.Array] = None, kind: str = "stats"):
+    """``az.summary`` of ``num_draws`` guide draws (a pandas DataFrame, one row per scalar
+    parameter), with the fit's :class:`Diagnosis` in ``df.attrs["diagnosis"]``."""
+    import arviz as az
+
+    from .export import to_arviz
+
+    idata = to_arviz(fit, num_draws=num_draws, key=key, log_likelihood=False, posterior_predictive=False)
+    table = az.summary(idata, kind=kind)
+    log_weights = None if fit.guide.point else idata.sample_stats["log_weight"].values[0]
+    table.attrs["diagnosis"] = diagnose(fit, log_weights=log_weights)
+    return table
+
+
+def gradient_variance(fit, stl: Optional[bool] = None, num_particles: Optional[int] = None, repeats: int = 100,
+                      key: Optional[jax.Array] = None, objective: Optional[str] = None) -> GradientVariance:
+    """Variance of the gradient of ``objective`` (default: the fit's) w.r.t. the guide params at
+    ``fit.params``, over ``repeats`` independent draws of ``num_particles`` particles.
+
+    ``stl`` and ``num_particles`` default to the fit's Config. With STL the ELBO gradient vanishes
+    for every draw where the guide equals the posterior, so its variance goes to zero at an exact
+    fit; the standard estimator keeps the score term's variance (Roeder et al. 2017).
+    """
+    guide, config = fit.guide, fit.config
+    if guide.point:
+        raise ValueError(f"guide {guide.name!r} is a point (a MAP fit): its gradient draws no noise, so it has no variance")
+    objective = config.objective if objective is None else objective
+    stl = config.use_stl if stl is None else stl
+    num_particles = config.num_particles if num_particles is None else num_particles
+    _check_count("num_particles", num_particles)
+    _check_count("repeats", repeats)
+    if not isinstance(stl, (bool, np.bool_)):
+        raise TypeError(f"stl must be a bool, got {stl!r}")
+    check_combination(guide, objective, bool(stl), num_particles)
+    if repeats < 2:
+        raise ValueError(f"repeats must be >= 2 to estimate a variance, got {repeats}")
+    hyper = hyper_from_config(config)._replace(stl=np.bool_(stl))
+
+    def build():
+        loss = make_objective(objective, fit.model, guide, num_particles)
+        grad = jax.grad(lambda params, eps, hyper: loss(params, eps, hyper)[0])
+
+        def run(params, key, hyper):
+            eps = jax.random.normal(key, (repeats, num_particles, guide.noise_dim(params)))
+            grads = jax.lax.map(lambda e: grad(params, e, hyper), eps)
+            mean = jax.tree.map(lambda g: jnp.mean(g, 0), grads)
+            variance = jax.tree.map(lambda g: jnp.var(g, 0, ddof=1), grads)
+            return mean, variance
+
+        return jax.jit(run)
+
+    build_key = ("gradient_variance", guide.name, objective, int(num_particles), int(repeats))
+    mean, variance = jax.device_get(cached(fit.model, build_key, build)(fit.params, _default_key(key), hyper))
+    total = float(sum(np.sum(v) for v in jax.tree.leaves(variance)))
+    mean_norm = float(np.sqrt(sum(np.sum(np.square(m)) for m in jax.tree.leaves(mean))))
+    return GradientVariance(total, mean_norm, variance, mean, objective, bool(stl), int(num_particles), int(repeats))
+
+
+def _check_density(fit) -> None:
+    if fit.guide.point:
+        raise ValueError(
+            f"guide {fit.guide.name!r} is a point (a MAP fit): it has no density, so the importance "
+            "ratios p/q and their k-hat are undefined; fit a meanfield, lowrank or fullrank guide"
+        )
+
+
+def _check_count(name: str, n) -> None:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {n!r}")
+
+
+def _default_key(key):
+    return jax.random.key(0) if key is None else key
