@@ -229,7 +229,10 @@ def diagnose(fit, num_draws: int = 4000, key: Optional[jax.Array] = None, window
     if not fit.guide.point:
         if log_weights is None:
             log_weights = importance_draws(fit, _default_key(key), num_draws).log_weight
-        k = khat_reading(psis(log_weights)[1], len(log_weights))
+        try:
+            k = khat_reading(psis(log_weights)[1], len(log_weights))
+        except ValueError:  # NaN ratios: the model's density failed at some draws
+            k = khat_reading(float("nan"), len(log_weights))
     try:
         convergence = elbo_convergence(fit.trace, window)
     except ValueError:

@@ -18,6 +18,7 @@ Groups, each with a leading ``chain`` axis (one chain per fit) and ``draw`` axis
 from __future__ import annotations
 
 import inspect
+import os
 import warnings
 from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence, Union
 
@@ -26,7 +27,7 @@ import numpy as np
 
 from .config import Config
 from .diagnostics import Draws, _check_count, importance_draws, khat_reading, psis
-from .engine import cached
+from .model_info import ModelInfo, log_likelihood_fn, model_info, predictive_fn
 
 __all__ = ["to_arviz", "read_configs", "InferenceDataConverter", "TRACE_GROUP"]
 
@@ -81,17 +82,16 @@ class InferenceDataConverter:
         self.model = self.fits[0].model
         self.is_numpyro = self.model.numpyro_model is not None
         self.posterior_predictive, self.log_likelihood = bool(posterior_predictive), log_likelihood
-        self.info = _numpyro_info(self.model) if self.is_numpyro else _ModelInfo({}, {}, (), {}, {})
+        self.info = model_info(self.model) if self.is_numpyro else ModelInfo({}, {}, (), {}, {})
         self.dims = {**self.info.dims, **self.info.constant_dims, **{k: list(v) for k, v in (dims or {}).items()}}
         self.coords = dict(coords or {})
         self.psis_reweight = bool(psis_reweight)
         if log_likelihood is True and not self.is_numpyro:
-            warnings.warn(
+            _warn(
                 f"model {self.model.name!r} is a plain log density: its export has posterior, sample_stats "
                 f"and {TRACE_GROUP} but no log_likelihood (which az.loo and az.waic need), posterior_predictive "
                 "or observed_data; pass log_likelihood=fn, fn(values) -> {name: pointwise log-likelihood}, to add "
-                "one, or log_likelihood=False to export without this warning",
-                stacklevel=3,
+                "one, or log_likelihood=False to export without this warning"
             )
         key = jax.random.key(0) if key is None else key
         self.chains = [self._chain(fit, k, num_draws) for fit, k in zip(self.fits, jax.random.split(key, len(self.fits)))]
@@ -108,7 +108,7 @@ class InferenceDataConverter:
             if self.psis_reweight:
                 reading = khat_reading(k, num_draws)
                 if reading.reading == "unreliable":
-                    warnings.warn(f"PSIS-reweighted draws are unreliable: {reading}", stacklevel=4)
+                    _warn(f"PSIS-reweighted draws are unreliable: {reading}")
                 index = _systematic_resample(smoothed, resample_key)
                 draws = jax.tree.map(lambda x: x[index], draws)
         return _Chain(fit, draws, k, predictive_key)
@@ -140,27 +140,14 @@ class InferenceDataConverter:
             return self._dataset(self._stacked(lambda c: _user_log_likelihood(self.log_likelihood, c.draws.values)), skip_event_dims=True)
         if not self.is_numpyro or not (self.info.observed or self.info.factors):
             return None
-        from numpyro.infer import log_likelihood
-
-        m = self.model
-        return self._dataset(self._stacked(lambda c: log_likelihood(m.numpyro_model, self._latent(c), *m.model_args, **m.model_kwargs)),
+        return self._dataset(self._stacked(lambda c: log_likelihood_fn(self.model, len(c.draws.z))(self._latent(c))),
                              skip_event_dims=True)
 
     def posterior_predictive_group(self):
         if not (self.posterior_predictive and self.is_numpyro and self.info.observed):
             return None
-        from numpyro.handlers import uncondition
-        from numpyro.infer import Predictive
-
-        m = self.model
-
-        def predict(chain):
-            # uncondition: the observed sites are drawn afresh instead of returning the data.
-            predictive = Predictive(uncondition(m.numpyro_model), posterior_samples=self._latent(chain),
-                                    return_sites=list(self.info.observed), batch_ndims=1)
-            return predictive(chain.predictive_key, *m.model_args, **m.model_kwargs)
-
-        return self._dataset(self._stacked(predict))
+        sites = tuple(self.info.observed)
+        return self._dataset(self._stacked(lambda c: predictive_fn(self.model, len(c.draws.z), sites)(c.predictive_key, self._latent(c))))
 
     def observed_data(self):
         return self._dataset(self.info.observed, default_dims=[]) if self.info.observed else None
@@ -210,98 +197,6 @@ class InferenceDataConverter:
         return {name: chain.draws.values[name] for name in self.model.sites}
 
 
-class _ModelInfo(NamedTuple):
-    dims: dict  # site -> dim names (plates; unnamed axes get ArviZ's default names)
-    observed: dict  # observed site -> value (numpyro.factor sites left out)
-    factors: tuple  # names of numpyro.factor sites (they have a log-likelihood, nothing to predict)
-    constant: dict  # the model's array arguments that are not observed values
-    constant_dims: dict
-
-
-def _numpyro_info(model) -> _ModelInfo:
-    """Dims, observed values and constant data of a NumPyro model, from one trace at its initial point."""
-
-    def build():
-        from numpyro import handlers
-
-        fn, args, kwargs = model.numpyro_model, model.model_args, model.model_kwargs
-        init = jax.device_get(model.constrain(model.init_z))
-        trace = handlers.trace(handlers.substitute(handlers.seed(fn, 0), data=init)).get_trace(*args, **kwargs)
-        dims, observed, factors = {}, {}, []
-        for name, site in trace.items():
-            if site["type"] not in ("sample", "deterministic"):
-                continue
-            site_dims = _site_dims(name, site)
-            if site_dims is not None:
-                dims[name] = site_dims
-            if site["type"] == "sample" and site["is_observed"]:
-                if _is_factor(site["fn"]):
-                    factors.append(name)
-                else:
-                    observed[name] = np.asarray(site["value"])
-        constant = _constant_data(fn, args, kwargs, observed, set(trace))
-        constant_dims = {}
-        for name, value in constant.items():
-            for obs, obs_value in observed.items():
-                if obs in dims and obs_value.ndim >= 1 and value.shape[: obs_value.ndim] == obs_value.shape:
-                    constant_dims[name] = dims[obs] + [f"{name}_dim_{i}" for i in range(obs_value.ndim, value.ndim)]
-                    break
-        return _ModelInfo(dims, observed, tuple(factors), constant, constant_dims)
-
-    return cached(model, ("export_info",), build)
-
-
-def _site_dims(name, site) -> Optional[list]:
-    """Plate names placed on the axes they index (plate dim -k is batch axis -k)."""
-    shape = np.shape(site["value"])
-    batch_ndim = len(site["fn"].batch_shape) if site["type"] == "sample" else len(shape)
-    named = [None] * len(shape)
-    for frame in site.get("cond_indep_stack", []):
-        axis = batch_ndim + frame.dim
-        if 0 <= axis < len(shape) and shape[axis] == frame.size:
-            named[axis] = frame.name
-    for i, dim in enumerate(site.get("infer", {}).get("event_dims", [])):
-        if batch_ndim + i < len(shape):
-            named[batch_ndim + i] = dim
-    if all(d is None for d in named):
-        return None
-    return [d if d is not None else f"{name}_dim_{i}" for i, d in enumerate(named)]
-
-
-def _is_factor(fn) -> bool:
-    from numpyro.distributions.distribution import Unit
-
-    while hasattr(fn, "base_dist"):
-        fn = fn.base_dist
-    return isinstance(fn, Unit)
-
-
-def _constant_data(fn, args, kwargs, observed, site_names) -> dict:
-    """Array arguments of the model (by parameter name) that are not its observed values."""
-    try:
-        bound = inspect.signature(fn).bind(*args, **kwargs)
-    except (TypeError, ValueError):
-        return {}
-    named = {}
-    for name, value in bound.arguments.items():
-        kind = bound.signature.parameters[name].kind
-        if kind is inspect.Parameter.VAR_KEYWORD:
-            named.update(value)
-        elif kind is not inspect.Parameter.VAR_POSITIONAL:
-            named[name] = value
-    constant = {}
-    for name, value in named.items():
-        if name in site_names or not isinstance(value, (np.ndarray, jax.Array)) or np.ndim(value) < 1:
-            continue
-        value = np.asarray(value)
-        if not (np.issubdtype(value.dtype, np.number) or value.dtype == bool):
-            continue
-        if any(o.shape == value.shape and np.array_equal(o, value) for o in observed.values()):
-            continue
-        constant[name] = value
-    return constant
-
-
 def _user_log_likelihood(fn, values) -> dict:
     out = jax.lax.map(fn, values, batch_size=min(256, len(next(iter(values.values())))))
     if not isinstance(out, dict) or not out:
@@ -343,6 +238,17 @@ def _same_model(a, b) -> bool:
     return tree_a == tree_b and all(
         np.shape(x) == np.shape(y) and np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(leaves_a, leaves_b)
     )
+
+
+def _warn(message: str) -> None:
+    """A UserWarning attributed to the first caller outside vibench."""
+    frame, level = inspect.currentframe(), 1
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, stacklevel=level)
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 def _check_no_point(fits, what) -> None:
