@@ -313,4 +313,8 @@ def _check_count(name: str, n) -> None:
 
 
 def _default_key(key):
-    return jax.random.key(0) if key is None else key
+    if key is None:
+        return jax.random.key(0)
+    if not isinstance(key, jax.Array):
+        raise TypeError(f"key must be a JAX random key such as jax.random.key(0), got {key!r}")
+    return key

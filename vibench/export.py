@@ -12,7 +12,9 @@ Groups, each with a leading ``chain`` axis (one chain per fit) and ``draw`` axis
   given as a function.
 - ``vi_trace``: how the posterior was obtained: per step ``loss``, ``elbo``, ``grad_norm``,
   ``rejected`` (``(chain, step)``, NaN-padded past ``num_steps`` when fits differ in length) and
-  per chain ``config`` (the Config as JSON), ``num_steps``, ``wall_time``, ``stop_reason``, ``khat``.
+  per chain ``config`` (the Config as JSON; :func:`read_configs` reads it back), ``num_steps``,
+  ``wall_time``, ``stop_reason`` and ``khat`` (PSIS k-hat of the guide's draws, before any
+  reweighting; NaN for point guides).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import jax
 import numpy as np
 
 from .config import Config
-from .diagnostics import Draws, _check_count, importance_draws, khat_reading, psis
+from .diagnostics import Draws, _check_count, _default_key, importance_draws, khat_reading, psis
 from .model_info import ModelInfo, log_likelihood_fn, model_info, predictive_fn
 
 __all__ = ["to_arviz", "read_configs", "InferenceDataConverter", "TRACE_GROUP"]
@@ -67,7 +69,8 @@ class _Chain(NamedTuple):
 
 
 class InferenceDataConverter:
-    """Draws once per fit, then builds each group on demand (``None`` where it does not apply)."""
+    """Draws once per fit at construction; each ``*_to_xarray`` method builds one group (``None``
+    where it does not apply) and :meth:`to_inference_data` gathers them."""
 
     def __init__(self, fits, *, num_draws=1000, key=None, posterior_predictive=True, log_likelihood=True,
                  dims=None, coords=None, psis_reweight=False):
@@ -81,19 +84,20 @@ class InferenceDataConverter:
             _check_no_point(self.fits, "psis_reweight=True")
         self.model = self.fits[0].model
         self.is_numpyro = self.model.numpyro_model is not None
-        self.posterior_predictive, self.log_likelihood = bool(posterior_predictive), log_likelihood
+        self.posterior_predictive = bool(posterior_predictive)
+        self.log_likelihood = log_likelihood if callable(log_likelihood) else bool(log_likelihood)
         self.info = model_info(self.model) if self.is_numpyro else ModelInfo({}, {}, (), {}, {})
         self.dims = {**self.info.dims, **self.info.constant_dims, **{k: list(v) for k, v in (dims or {}).items()}}
         self.coords = dict(coords or {})
         self.psis_reweight = bool(psis_reweight)
-        if log_likelihood is True and not self.is_numpyro:
+        if self.log_likelihood is True and not self.is_numpyro:
             _warn(
                 f"model {self.model.name!r} is a plain log density: its export has posterior, sample_stats "
                 f"and {TRACE_GROUP} but no log_likelihood (which az.loo and az.waic need), posterior_predictive "
                 "or observed_data; pass log_likelihood=fn, fn(values) -> {name: pointwise log-likelihood}, to add "
                 "one, or log_likelihood=False to export without this warning"
             )
-        key = jax.random.key(0) if key is None else key
+        key = _default_key(key)
         self.chains = [self._chain(fit, k, num_draws) for fit, k in zip(self.fits, jax.random.split(key, len(self.fits)))]
 
     def _chain(self, fit, key, num_draws) -> _Chain:
@@ -126,14 +130,14 @@ class InferenceDataConverter:
         per_chain = [get(chain) for chain in self.chains]
         return {name: np.stack([np.asarray(values[name]) for values in per_chain]) for name in per_chain[0]}
 
-    def posterior(self):
+    def posterior_to_xarray(self):
         return self._dataset(self._stacked(lambda c: c.draws.values),
                              attrs={"num_draws": self.chains[0].draws.z.shape[0], "psis_reweighted": int(self.psis_reweight)})
 
-    def sample_stats(self):
+    def sample_stats_to_xarray(self):
         return self._dataset(self._stacked(lambda c: {"lp": c.draws.lp, "log_q": c.draws.log_q, "log_weight": c.draws.log_weight}))
 
-    def log_likelihood_group(self):
+    def log_likelihood_to_xarray(self):
         if self.log_likelihood is False:
             return None
         if callable(self.log_likelihood):
@@ -143,19 +147,19 @@ class InferenceDataConverter:
         return self._dataset(self._stacked(lambda c: log_likelihood_fn(self.model, len(c.draws.z))(self._latent(c))),
                              skip_event_dims=True)
 
-    def posterior_predictive_group(self):
+    def posterior_predictive_to_xarray(self):
         if not (self.posterior_predictive and self.is_numpyro and self.info.observed):
             return None
         sites = tuple(self.info.observed)
         return self._dataset(self._stacked(lambda c: predictive_fn(self.model, len(c.draws.z), sites)(c.predictive_key, self._latent(c))))
 
-    def observed_data(self):
+    def observed_data_to_xarray(self):
         return self._dataset(self.info.observed, default_dims=[]) if self.info.observed else None
 
-    def constant_data(self):
+    def constant_data_to_xarray(self):
         return self._dataset(self.info.constant, default_dims=[]) if self.info.constant else None
 
-    def trace_group(self):
+    def vi_trace_to_xarray(self):
         import xarray as xr
 
         from . import __version__
@@ -183,13 +187,13 @@ class InferenceDataConverter:
         import arviz as az
 
         groups = {
-            "posterior": self.posterior(),
-            "sample_stats": self.sample_stats(),
-            "log_likelihood": self.log_likelihood_group(),
-            "posterior_predictive": self.posterior_predictive_group(),
-            "observed_data": self.observed_data(),
-            "constant_data": self.constant_data(),
-            TRACE_GROUP: self.trace_group(),
+            "posterior": self.posterior_to_xarray(),
+            "sample_stats": self.sample_stats_to_xarray(),
+            "log_likelihood": self.log_likelihood_to_xarray(),
+            "posterior_predictive": self.posterior_predictive_to_xarray(),
+            "observed_data": self.observed_data_to_xarray(),
+            "constant_data": self.constant_data_to_xarray(),
+            TRACE_GROUP: self.vi_trace_to_xarray(),
         }
         return az.InferenceData(**{name: group for name, group in groups.items() if group is not None})
 

@@ -73,8 +73,10 @@ def _paired(approx, reference, var_names, num_draws, key) -> dict:
     """``{name: (approx (S, p), reference (R, p), labels (p,))}`` with every site flattened."""
     import jax
 
+    from .diagnostics import _default_key
+
     # Two fits of one model must not share their noise.
-    a_key, r_key = jax.random.split(jax.random.key(0) if key is None else key)
+    a_key, r_key = jax.random.split(_default_key(key))
     a_draws, a_coords = _draws(approx, num_draws, a_key, None)
     r_draws, _ = _draws(reference, num_draws, r_key, {k: v.shape[1:] for k, v in a_draws.items()})
     common = [k for k in a_draws if k in r_draws]
