@@ -9,7 +9,8 @@ from jax.scipy.stats import norm
 from numpyro.distributions import constraints
 
 import vibench as vb
-from vibench.guides import FullRankParams, MeanFieldParams
+from vibench.engine import Precond, identity_precond
+from vibench.guides import FullRankParams, MeanFieldParams, get_guide
 
 
 def gaussian(cov, mean=None) -> vb.Model:
@@ -35,7 +36,7 @@ def correlated(rho):
 
 
 def fullrank_params(cov, mean) -> FullRankParams:
-    """The full-rank guide equal to N(mean, cov): the exact optimum on a Gaussian target."""
+    """The full-rank guide equal to N(mean, cov) under the identity preconditioner."""
     chol = np.linalg.cholesky(np.asarray(cov, np.float64))
     tril = np.tril(chol, -1) + np.diag(np.log(np.diag(chol)))
     return FullRankParams(jnp.asarray(mean, jnp.float32), jnp.asarray(tril, jnp.float32))
@@ -45,12 +46,38 @@ def meanfield_params(loc, scale) -> MeanFieldParams:
     return MeanFieldParams(jnp.asarray(loc, jnp.float32), jnp.log(jnp.asarray(scale, jnp.float32)))
 
 
-def fit_at(model, params, **config) -> vb.Fit:
-    """A Fit whose guide sits at ``params`` (no training; an empty trace)."""
+def whitened(mean, scale):
+    """``(params, precond)`` of a guide equal to N(mean, scale scale^T) in the model's flat space,
+    with its params in whitened coordinates far from the model's: the preconditioner has twice the
+    scale and a shifted centre, so code that mixes up ``u`` and ``z`` gets a wrong answer.
+
+    ``scale`` ``(d, d)`` (a Cholesky factor): full-rank params; ``scale`` ``(d,)``: mean-field params.
+    """
+    mean, scale = np.asarray(mean, np.float64), np.asarray(scale, np.float64)
+    offset = np.linspace(0.5, -0.5, mean.shape[0])  # the params' location in u
+    if scale.ndim == 2:
+        precond_scale, log_det = 2 * scale, np.sum(np.log(2 * np.diag(scale)))
+        shift = mean - precond_scale @ offset
+        params = FullRankParams(jnp.asarray(offset, jnp.float32), jnp.asarray(np.diag(np.full(len(mean), np.log(0.5))), jnp.float32))
+    else:
+        precond_scale, log_det = 2 * scale, np.sum(np.log(2 * scale))
+        shift = mean - precond_scale * offset
+        params = meanfield_params(offset, np.full(mean.shape, 0.5))
+    f32 = lambda a: jnp.asarray(a, jnp.float32)  # noqa: E731
+    return params, Precond(f32(shift), f32(precond_scale), f32(log_det))
+
+
+def fit_at(model, params, precond=None, trace=None, start=None, **config) -> vb.Fit:
+    """A Fit whose guide sits at ``params`` (no training; an empty trace unless given one), in
+    the coordinates of ``precond`` (default: none, the model's own flat space)."""
     config = vb.Config(**config)
-    state = vb.State(params, (), jax.random.key(0), jnp.int32(0), jnp.int32(0), vb.hyper_from_config(config))
-    empty = np.zeros(0, np.float32)
-    return vb.Fit(model, config, state, vb.Trace(empty, empty, empty, np.zeros(0, bool)), wall_time=0.0)
+    if precond is None:
+        precond = identity_precond(jnp.zeros(model.dim, jnp.float32), get_guide(config.guide).whitening)
+    state = vb.State(params, (), jax.random.key(0), jnp.int32(0), jnp.int32(0), vb.hyper_from_config(config), precond)
+    if trace is None:
+        empty = np.zeros(0, np.float32)
+        trace = vb.Trace(empty, empty, empty, np.zeros(0, bool))
+    return vb.Fit(model, config, state, trace, wall_time=0.0, start=start)
 
 
 SKEW = 5.0

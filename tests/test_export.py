@@ -9,6 +9,8 @@ import pytest
 from scipy import stats
 
 import vibench as vb
+from vibench.diagnostics import importance_draws
+from vibench.engine import Precond
 from vibench.guides import DeltaParams
 
 from targets import (
@@ -23,6 +25,7 @@ from targets import (
     meanfield_params,
     normal_mean_model,
     normal_mean_posterior,
+    whitened,
 )
 
 matplotlib.use("Agg")
@@ -31,15 +34,17 @@ matplotlib.use("Agg")
 @pytest.fixture(scope="module")
 def schools_fit():
     model = vb.models.eight_schools()
-    return vb.fit(model, vb.Config(guide="fullrank", num_steps=300, chunk_size=300, seed=0), progress_bar=False)
+    config = vb.Config(guide="fullrank", schedule="constant", num_steps=300, chunk_size=300, seed=0)
+    return vb.fit(model, config, progress_bar=False)
 
 
 @pytest.fixture(scope="module")
 def normal_fit():
-    """The exact posterior of the conjugate Normal-mean model as a full-rank guide."""
+    """The exact posterior of the conjugate Normal-mean model as a full-rank guide (in whitened
+    coordinates, as the engine keeps it)."""
     model = vb.Model.from_numpyro(normal_mean_model, y=NORMAL_Y)
     mean, sd = normal_mean_posterior()
-    return fit_at(model, fullrank_params([[sd**2]], [mean]), guide="fullrank")
+    return fit_at(model, *whitened([mean], [[sd]]), guide="fullrank")
 
 
 def _schema(idata):
@@ -74,6 +79,19 @@ def test_schema_of_a_numpyro_model(schools_fit):
     assert float(post["tau"].min()) > 0
     assert vb.export.read_configs(idata) == [schools_fit.config]
     assert idata.posterior.attrs["inference_library"] == "vibench"
+
+
+def test_draws_and_densities_are_those_of_the_fit(schools_fit):
+    # The guide lives in whitened coordinates; the export speaks in the model's flat space.
+    key = jax.random.key(9)
+    draws = importance_draws(schools_fit, key, 100)
+    np.testing.assert_allclose(draws.z, schools_fit.sample_unconstrained(key, 100), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(draws.log_q, schools_fit.log_q(draws.z), rtol=1e-4, atol=1e-4)
+    values = schools_fit.sample(key, 100)
+    for name in ("mu", "tau", "theta"):
+        np.testing.assert_allclose(draws.values[name], values[name], rtol=1e-5, atol=1e-5)
+    log_density = jax.vmap(schools_fit.model.log_density)(draws.z)
+    np.testing.assert_allclose(draws.log_weight, log_density - draws.log_q, rtol=1e-5, atol=1e-4)
 
 
 def test_same_key_same_export_and_draws_follow_the_guide(schools_fit):
@@ -111,9 +129,13 @@ def test_posterior_predictive_is_drawn_afresh(normal_fit):
     np.testing.assert_allclose(pp.var(0).mean(), SIGMA**2 + sd**2, rtol=0.03)
 
 
-def test_sample_stats_of_an_exact_gaussian_guide():
+@pytest.mark.parametrize("place", ["whitened", "model space"])
+def test_sample_stats_of_an_exact_gaussian_guide(place):
     cov, mean = correlated(0.8), [1.0, -2.0]
-    fit = fit_at(gaussian(cov, mean), fullrank_params(cov, mean), guide="fullrank")
+    if place == "whitened":
+        fit = fit_at(gaussian(cov, mean), *whitened(mean, np.linalg.cholesky(cov)), guide="fullrank")
+    else:
+        fit = fit_at(gaussian(cov, mean), fullrank_params(cov, mean), guide="fullrank")
     idata = fit.to_arviz(num_draws=500, key=jax.random.key(3), log_likelihood=False)
     x = idata.posterior["x"].values[0]
     np.testing.assert_allclose(idata.sample_stats["log_q"].values[0], stats.multivariate_normal(mean, cov).logpdf(x), rtol=1e-4)
@@ -171,7 +193,7 @@ def test_user_dims_and_coords(schools_fit):
 
 def test_several_fits_export_as_chains_and_rhat_flags_two_modes():
     model = bimodal()
-    config = vb.Config(guide="meanfield", num_steps=600, chunk_size=600, learning_rate=5e-2)
+    config = vb.Config(guide="meanfield", schedule="constant", num_steps=600, chunk_size=600, learning_rate=5e-2)
     left = vb.fit(model, config, init_values={"x": -3.0}, progress_bar=False)
     right = vb.fit(model, config, init_values={"x": 3.0}, progress_bar=False)
     left_again = vb.fit(model, config.replace(seed=1), init_values={"x": -3.5}, progress_bar=False)
@@ -188,9 +210,25 @@ def test_several_fits_export_as_chains_and_rhat_flags_two_modes():
     assert [c.seed for c in vb.export.read_configs(one_mode)] == [0, 1]
 
 
+def test_fits_of_different_guide_families_export_as_chains():
+    cov, mean = np.diag([1.0, 4.0]), [1.0, -1.0]
+    model = gaussian(cov, mean)
+    meanfield = fit_at(model, *whitened(mean, [1.0, 2.0]), guide="meanfield")
+    fullrank = fit_at(model, *whitened(mean, np.linalg.cholesky(cov)), guide="fullrank")
+    point = fit_at(model, DeltaParams(jnp.asarray(mean, jnp.float32)), guide="delta")  # at the mode
+    idata = vb.to_arviz([meanfield, fullrank], num_draws=4000, key=jax.random.key(2), log_likelihood=False)
+    assert [c.guide for c in vb.export.read_configs(idata)] == ["meanfield", "fullrank"]
+    # Both are the exact posterior: the chains agree.
+    assert float(az.rhat(idata)["x"].max()) < 1.01
+    np.testing.assert_allclose(idata.posterior["x"].std(("chain", "draw")), [1.0, 2.0], rtol=0.03)
+    with_point = vb.to_arviz([fullrank, point], num_draws=100, log_likelihood=False)
+    np.testing.assert_array_equal(np.isnan(with_point.vi_trace["khat"].values), [False, True])
+    np.testing.assert_array_equal(with_point.posterior["x"].values[1], np.broadcast_to(mean, (100, 2)))
+
+
 def test_fits_of_different_lengths_pad_the_trace():
     model = gaussian(np.eye(2))
-    short = vb.fit(model, num_steps=100, chunk_size=100, progress_bar=False)
+    short = vb.fit(model, schedule="constant", num_steps=100, chunk_size=100, progress_bar=False)
     longer = vb.fit(model, init=short, num_steps=100, chunk_size=100, progress_bar=False)
     idata = vb.to_arviz([short, longer], num_draws=20, log_likelihood=False)
     assert list(idata.vi_trace["num_steps"].values) == [100, 200]
@@ -224,10 +262,12 @@ def test_a_plain_log_density_exports_without_log_likelihood_and_says_so():
 
 def test_point_guide_exports_its_point():
     model = vb.models.eight_schools()
-    fit = fit_at(model, DeltaParams(jnp.arange(10, dtype=jnp.float32) / 10), guide="delta")
+    # The point in the model's flat space is precond.to_z(loc): (mu, log tau, ...) = 1 + 2 * loc.
+    precond = Precond(jnp.ones(10), jnp.full(10, 2.0), jnp.float32(10 * np.log(2.0)))
+    fit = fit_at(model, DeltaParams(jnp.arange(10, dtype=jnp.float32) / 10), precond, guide="delta")
     idata = fit.to_arviz(num_draws=5, key=jax.random.key(0))
-    assert np.all(idata.posterior["mu"].values == 0.0)
-    np.testing.assert_allclose(idata.posterior["tau"].values, np.exp(0.1), rtol=1e-6)
+    assert np.all(idata.posterior["mu"].values == 1.0)
+    np.testing.assert_allclose(idata.posterior["tau"].values, np.exp(1.2), rtol=1e-6)
     assert np.all(np.isnan(idata.sample_stats["log_q"])) and np.all(np.isfinite(idata.sample_stats["lp"]))
     assert np.isnan(idata.vi_trace["khat"].values[0])
     with pytest.raises(ValueError, match="point"):
@@ -237,7 +277,8 @@ def test_point_guide_exports_its_point():
 def test_bad_input_gets_a_clear_error(schools_fit):
     with pytest.raises(ValueError, match="num_draws must be an integer >= 1, got 0"):
         schools_fit.to_arviz(num_draws=0)
-    other = vb.fit(vb.models.eight_schools(centered=True), num_steps=10, chunk_size=10, progress_bar=False)
+    centered = vb.models.eight_schools(centered=True)
+    other = fit_at(centered, DeltaParams(jnp.zeros(centered.dim)), guide="delta")
     with pytest.raises(ValueError, match="fits of one model"):
         vb.to_arviz([schools_fit, other])
     with pytest.raises(TypeError, match="non-empty list"):

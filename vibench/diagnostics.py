@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .engine import cached, hyper_from_config
+from .engine import Whitened, cached, hyper_from_config
 from .objectives import check_combination, make_objective
 from .reference import compare, plot_compare
 
@@ -43,10 +43,11 @@ __all__ = [
 class Draws(NamedTuple):
     """Guide draws with the densities importance sampling needs, each with leading axis ``n``.
 
-    ``z`` ``(n, dim)`` flat draws; ``values`` constrained ``{site: (n, *shape)}``; ``lp`` the log
-    joint log p(y, theta) in the model's own parameterisation; ``log_weight`` the log importance
-    ratio in the flat space, log p(y, z) - log q(z) (lp plus the log-Jacobian minus ``log_q``);
-    ``log_q`` the guide's log density (NaN for point guides, which have none).
+    ``z`` ``(n, dim)`` draws in the model's flat space; ``values`` constrained ``{site: (n, *shape)}``;
+    ``lp`` the log joint log p(y, theta) in the model's own parameterisation; ``log_weight`` the
+    log importance ratio in the flat space, log p(y, z) - log q(z) (lp plus the log-Jacobian minus
+    ``log_q``); ``log_q`` the guide's log density there, as ``fit.log_q`` (NaN for point guides,
+    which have none).
     """
 
     z: Any
@@ -83,8 +84,9 @@ class Convergence(NamedTuple):
 class GradientVariance(NamedTuple):
     """The objective's gradient at the current guide over ``repeats`` independent noise draws.
 
-    ``variance`` and ``mean`` have the guide params' structure; ``total_variance`` is the sum of
-    the per-coordinate variances (the trace of the gradient's covariance).
+    ``variance`` and ``mean`` have the guide params' structure (whitened coordinates, as
+    optimised); ``total_variance`` is the sum of the per-coordinate variances (the trace of the
+    gradient's covariance).
     """
 
     total_variance: float
@@ -98,7 +100,11 @@ class GradientVariance(NamedTuple):
 
 
 def importance_draws(fit, key: jax.Array, n: int) -> Draws:
-    """``n`` guide draws with their constrained values, ``lp``, ``log_q`` and ``log_weight``."""
+    """``n`` guide draws with their constrained values, ``lp``, ``log_q`` and ``log_weight``.
+
+    The draws are those of ``fit.sample_unconstrained(key, n)``: the guide's whitened draws ``u``
+    mapped to the model's flat space by ``fit.precond``; ``log_q`` includes that map's Jacobian.
+    """
     _check_count("num_draws", n)
     model, guide = fit.model, fit.guide
 
@@ -106,16 +112,19 @@ def importance_draws(fit, key: jax.Array, n: int) -> Draws:
         def per_draw(z):
             return model.constrain(z), model.log_joint(z), model.log_density(z)
 
-        def run(params, key):
-            z = guide.transform(params, jax.random.normal(key, (n, guide.noise_dim(params))))
+        def run(params, precond, key):
+            u = guide.transform(params, jax.random.normal(key, (n, guide.noise_dim(params))))
+            z = precond.to_z(u)
             # Batches bound the memory of a model with much data.
             values, lp, log_density = jax.lax.map(per_draw, z, batch_size=min(n, 256))
-            log_q = jnp.full((n,), jnp.nan) if guide.point else guide.log_prob(params, z)
+            # The density of z = shift + scale @ u is q(u) / |det scale|; computed from u, no solve.
+            log_q = jnp.full((n,), jnp.nan) if guide.point else guide.log_prob(params, u) - precond.log_det
             return Draws(z, values, lp, log_q, log_density - log_q)
 
         return jax.jit(run)
 
-    return jax.device_get(cached(model, ("importance_draws", guide.name, int(n)), build)(fit.params, key))
+    run = cached(model, ("importance_draws", guide.name, int(n)), build)
+    return jax.device_get(run(fit.params, fit.precond, key))
 
 
 def psis(log_weights) -> tuple[np.ndarray, float]:
@@ -260,11 +269,14 @@ def gradient_variance(fit, stl: Optional[bool] = None, num_particles: Optional[i
     """Variance of the gradient of ``objective`` (default: the fit's) w.r.t. the guide params at
     ``fit.params``, over ``repeats`` independent draws of ``num_particles`` particles.
 
+    The gradient is the one the optimiser sees: w.r.t. the params in the whitened coordinates of
+    ``fit.precond``, of the objective of the model seen from there (as the engine builds it).
+
     ``stl`` and ``num_particles`` default to the fit's Config. With STL the ELBO gradient vanishes
     for every draw where the guide equals the posterior, so its variance goes to zero at an exact
     fit; the standard estimator keeps the score term's variance (Roeder et al. 2017).
     """
-    guide, config = fit.guide, fit.config
+    model, guide, config = fit.model, fit.guide, fit.config
     if guide.point:
         raise ValueError(f"guide {guide.name!r} is a point (a MAP fit): its gradient draws no noise, so it has no variance")
     objective = config.objective if objective is None else objective
@@ -280,12 +292,15 @@ def gradient_variance(fit, stl: Optional[bool] = None, num_particles: Optional[i
     hyper = hyper_from_config(config)._replace(stl=np.bool_(stl))
 
     def build():
-        loss = make_objective(objective, fit.model, guide, num_particles)
-        grad = jax.grad(lambda params, eps, hyper: loss(params, eps, hyper)[0])
+        def loss(params, eps, hyper, precond):
+            # Built at trace time around the runtime preconditioner, as in the engine.
+            return make_objective(objective, Whitened(model, precond), guide, num_particles)(params, eps, hyper)[0]
 
-        def run(params, key, hyper):
+        grad = jax.grad(loss)
+
+        def run(params, precond, key, hyper):
             eps = jax.random.normal(key, (repeats, num_particles, guide.noise_dim(params)))
-            grads = jax.lax.map(lambda e: grad(params, e, hyper), eps)
+            grads = jax.lax.map(lambda e: grad(params, e, hyper, precond), eps)
             mean = jax.tree.map(lambda g: jnp.mean(g, 0), grads)
             variance = jax.tree.map(lambda g: jnp.var(g, 0, ddof=1), grads)
             return mean, variance
@@ -293,7 +308,7 @@ def gradient_variance(fit, stl: Optional[bool] = None, num_particles: Optional[i
         return jax.jit(run)
 
     build_key = ("gradient_variance", guide.name, objective, int(num_particles), int(repeats))
-    mean, variance = jax.device_get(cached(fit.model, build_key, build)(fit.params, _default_key(key), hyper))
+    mean, variance = jax.device_get(cached(model, build_key, build)(fit.params, fit.precond, _default_key(key), hyper))
     total = float(sum(np.sum(v) for v in jax.tree.leaves(variance)))
     mean_norm = float(np.sqrt(sum(np.sum(np.square(m)) for m in jax.tree.leaves(mean))))
     return GradientVariance(total, mean_norm, variance, mean, objective, bool(stl), int(num_particles), int(repeats))
