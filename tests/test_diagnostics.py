@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 import vibench as vb
 from vibench.diagnostics import Diagnosis, elbo_convergence, khat_reading, psis
 from vibench.guides import DeltaParams
+from vibench.start import Start
 
 from targets import (
     SKEW_MEAN,
@@ -122,15 +123,18 @@ def test_diagnose_and_summary():
     assert report.convergence.elbo == pytest.approx(gaussian_log_z(correlated(0.5)), abs=0.01)
     assert (report.num_steps, report.num_rejected, report.stop_reason) == (1000, 0, "completed")
     assert report.wall_time == fit.wall_time
+    assert (report.start_method, report.start_message) == ("laplace", "")
+    assert 0 < report.start_seconds == fit.start.seconds < fit.wall_time
     text = repr(report)
     assert "k-hat" in text and "good" in text and "0 rejected" in text and "wall time" in text
+    assert f"start       laplace ({fit.start.seconds:.2f} s)" in text
     assert report.to_dict()["khat"]["reading"] == "good"
 
     table = fit.summary(num_draws=1000, key=jax.random.key(0))
     assert isinstance(table, pd.DataFrame)
     assert list(table.index) == ["x[0]", "x[1]"] and list(table.columns) == ["mean", "sd", "hdi_3%", "hdi_97%"]
     np.testing.assert_allclose(table["sd"], 1.0, atol=0.1)
-    assert isinstance(table.attrs["diagnosis"], Diagnosis)
+    assert isinstance(table.attrs["diagnosis"], Diagnosis) and table.attrs["diagnosis"].start_method == "laplace"
 
     # The default plateau schedule stops once the ELBO no longer moves at its smallest step size.
     converged = vb.fit(model, config.replace(schedule="plateau", num_steps=50_000), progress_bar=False)
@@ -146,6 +150,30 @@ def test_diagnose_and_summary():
     assert report.khat is None and "undefined" in repr(report) and report.convergence is None
     with pytest.raises(ValueError, match="point.*no density"):
         point.khat()
+
+
+def test_diagnose_reads_rejected_steps_and_a_start_that_fell_back():
+    rejected = np.zeros(400, bool)
+    rejected[[10, 11, 250, 399]] = True
+    elbo = np.where(rejected, np.nan, -3.0 + 0.01 * np.random.default_rng(0).standard_normal(400))
+    trace = vb.Trace(-elbo, elbo, np.where(rejected, np.inf, 1.0), rejected)
+    message = "no MAP: L-BFGS left the region where the log density is finite; started from the model's initial point"
+    params, precond = whitened(np.zeros(2), np.ones(2))
+    fit = fit_at(gaussian(np.eye(2)), params, precond, trace=trace, start=Start("prior", precond, 0.1, message, 1.5))
+    report = vb.diagnostics.diagnose(fit, num_draws=1000, key=jax.random.key(0), window=100)
+    assert (report.num_steps, report.num_rejected) == (400, 4)
+    # The rejected steps are left out of the windows: the last 100 accepted steps, not the last 100.
+    assert report.convergence.elbo == pytest.approx(elbo[~rejected][-100:].mean())
+    assert report.convergence.converged
+    # q is the normalised target: every importance ratio is the normaliser.
+    assert report.khat.khat == -np.inf and report.khat.reading == "good"
+    assert (report.start_method, report.start_message, report.start_seconds) == ("prior", message, 1.5)
+    text = repr(report)
+    assert "400 (4 rejected as not finite), completed" in text and f"prior (1.50 s): {message}" in text
+    assert report.to_dict()["start_message"] == message
+    made_by_hand = fit_at(fit.model, fit.params, fit.precond)
+    report = made_by_hand.diagnose(num_draws=100)
+    assert report.start_method is None and "start       not recorded" in repr(report)
 
 
 def test_stl_gradient_variance_vanishes_at_the_exact_fit():

@@ -12,6 +12,7 @@ import vibench as vb
 from vibench.diagnostics import importance_draws
 from vibench.engine import Precond
 from vibench.guides import DeltaParams
+from vibench.start import Start
 
 from targets import (
     NORMAL_Y,
@@ -66,7 +67,8 @@ def test_schema_of_a_numpyro_model(schools_fit):
         "constant_data": {"sigma": (("school",), (8,))},
         "vi_trace": {
             "loss": per_step, "elbo": per_step, "grad_norm": per_step, "rejected": per_step,
-            "config": per_chain, "num_steps": per_chain, "wall_time": per_chain, "stop_reason": per_chain, "khat": per_chain,
+            "config": per_chain, "start_method": per_chain, "start_message": per_chain, "start_seconds": per_chain,
+            "num_steps": per_chain, "wall_time": per_chain, "stop_reason": per_chain, "khat": per_chain,
         },
     }
     np.testing.assert_array_equal(idata.observed_data["obs"], vb.models.EIGHT_SCHOOLS["y"])
@@ -79,6 +81,10 @@ def test_schema_of_a_numpyro_model(schools_fit):
     assert float(post["tau"].min()) > 0
     assert vb.export.read_configs(idata) == [schools_fit.config]
     assert idata.posterior.attrs["inference_library"] == "vibench"
+    # How the fit started: the Laplace stage by default, its time part of the wall time.
+    start = schools_fit.start
+    assert (str(idata.vi_trace["start_method"].values[0]), str(idata.vi_trace["start_message"].values[0])) == (start.method, start.message)
+    assert start.method == "laplace" and 0 < idata.vi_trace["start_seconds"].values[0] == start.seconds < schools_fit.wall_time
 
 
 def test_draws_and_densities_are_those_of_the_fit(schools_fit):
@@ -180,7 +186,25 @@ def test_netcdf_round_trip_keeps_every_group(schools_fit, tmp_path):
     assert back.vi_trace["rejected"].dtype == bool
     assert vb.export.read_configs(back) == [schools_fit.config]
     assert str(back.vi_trace["stop_reason"].values[0]) == "completed"
+    assert str(back.vi_trace["start_method"].values[0]) == schools_fit.start.method
+    assert back.vi_trace["start_seconds"].values[0] == pytest.approx(schools_fit.start.seconds)
     assert back.vi_trace["wall_time"].values[0] == pytest.approx(schools_fit.wall_time)
+
+
+def test_the_starting_stage_is_kept_per_chain(tmp_path):
+    model = gaussian(np.eye(2))
+    params = meanfield_params(np.zeros(2), np.ones(2))
+    precond = Precond(jnp.zeros(2), jnp.ones(2), jnp.float32(0.0))
+    message = "no MAP: L-BFGS left the region where the log density is finite; started from the model's initial point"
+    fell_back = fit_at(model, params, start=Start("prior", precond, 0.1, message, 0.25), init="laplace")
+    without = fit_at(model, params, init="prior")  # made by hand: no starting stage recorded
+    idata = vb.to_arviz([fell_back, without], num_draws=10, log_likelihood=False)
+    back = az.from_netcdf(idata.to_netcdf(str(tmp_path / "starts.nc")))
+    for data in (idata, back):
+        assert [str(m) for m in data.vi_trace["start_method"].values] == ["prior", ""]
+        assert [str(m) for m in data.vi_trace["start_message"].values] == [message, ""]
+        np.testing.assert_array_equal(data.vi_trace["start_seconds"].values, [0.25, np.nan])
+        assert [c.init for c in vb.export.read_configs(data)] == ["laplace", "prior"]
 
 
 def test_user_dims_and_coords(schools_fit):

@@ -3,7 +3,8 @@
 - :func:`khat`: the Pareto k-hat of the importance ratios p(y, z) / q(z) (Yao et al. 2018,
   https://arxiv.org/abs/1802.02538), smoothed by ArviZ's ``psislw``, with its reading.
 - :func:`elbo_convergence`: the change of the ELBO between the last two windows of the trace.
-- :func:`diagnose`: both of those plus rejected steps and wall time, as one :class:`Diagnosis`.
+- :func:`diagnose`: both of those plus the starting stage, rejected steps and wall time, as one
+  :class:`Diagnosis`.
 - :func:`gradient_variance` (from ``vibench.gradients``): the spread of the objective's gradient
   at the current guide.
 - :func:`compare` / :func:`plot_compare` (from ``vibench.reference``): the fit against reference draws.
@@ -176,7 +177,12 @@ def elbo_convergence(trace, window: Optional[int] = None, rtol: float = 1e-3) ->
 
 @dataclasses.dataclass(frozen=True)
 class Diagnosis:
-    """A fit's diagnostics at a glance; ``khat`` is None for point guides."""
+    """A fit's diagnostics at a glance; ``khat`` is None for point guides.
+
+    ``start_method``, ``start_message`` and ``start_seconds`` describe the starting stage
+    (:class:`vibench.start.Start`; ``"laplace"``, ``"laplace-diagonal"``, ``"map"`` or ``"prior"``,
+    why it fell back if it did, its time, part of ``wall_time``); None for a fit made without one.
+    """
 
     model: str
     guide: str
@@ -186,6 +192,9 @@ class Diagnosis:
     num_rejected: int
     wall_time: float
     stop_reason: str
+    start_method: Optional[str] = None
+    start_message: Optional[str] = None
+    start_seconds: Optional[float] = None
 
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
@@ -204,19 +213,26 @@ class Diagnosis:
                 f"change {c.change:+.3g} ({c.relative_change:.2g} relative, {c.z_change:+.2g} standard errors)"
             )
         k = "undefined: a point guide has no density" if self.khat is None else str(self.khat)
+        if self.start_method is None:
+            start = "not recorded"
+        else:
+            start = f"{self.start_method} ({self.start_seconds:.2f} s)"
+            if self.start_message:
+                start += f": {self.start_message}"
         return "\n".join([
             f"Diagnosis of {self.model!r} with guide {self.guide!r}",
             f"  PSIS        {k}",
             f"  {elbo}",
+            f"  start       {start}",
             f"  steps       {self.num_steps} ({self.num_rejected} rejected as not finite), {self.stop_reason}",
-            f"  wall time   {self.wall_time:.2f} s",
+            f"  wall time   {self.wall_time:.2f} s (the start included)",
         ])
 
 
 def diagnose(fit, num_draws: int = 4000, key: Optional[jax.Array] = None, window: Optional[int] = None,
              log_weights=None) -> Diagnosis:
     """k-hat (from ``log_weights`` ``(S,)`` when given, else ``num_draws`` fresh draws), ELBO
-    convergence, rejected steps and wall time of ``fit``."""
+    convergence, the starting stage, rejected steps and wall time of ``fit``."""
     k = None
     if not fit.guide.point:
         if log_weights is None:
@@ -229,8 +245,12 @@ def diagnose(fit, num_draws: int = 4000, key: Optional[jax.Array] = None, window
         convergence = elbo_convergence(fit.trace, window)
     except ValueError:
         convergence = None
+    start = fit.start
     return Diagnosis(fit.model.name, fit.config.guide, k, convergence, fit.num_steps, fit.num_rejected,
-                     float(fit.wall_time), fit.stop_reason)
+                     float(fit.wall_time), fit.stop_reason,
+                     start_method=None if start is None else start.method,
+                     start_message=None if start is None else start.message,
+                     start_seconds=None if start is None else float(start.seconds))
 
 
 def summary(fit, num_draws: int = 4000, key: Optional[jax.Array] = None, kind: str = "stats"):

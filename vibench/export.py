@@ -12,9 +12,10 @@ Groups, each with a leading ``chain`` axis (one chain per fit) and ``draw`` axis
   given as a function.
 - ``vi_trace``: how the posterior was obtained: per step ``loss``, ``elbo``, ``grad_norm``,
   ``rejected`` (``(chain, step)``, NaN-padded past ``num_steps`` when fits differ in length) and
-  per chain ``config`` (the Config as JSON; :func:`read_configs` reads it back), ``num_steps``,
-  ``wall_time``, ``stop_reason`` and ``khat`` (PSIS k-hat of the guide's draws, before any
-  reweighting; NaN for point guides).
+  per chain ``config`` (the Config as JSON; :func:`read_configs` reads it back), the starting
+  stage's ``start_method``, ``start_message`` and ``start_seconds`` (see :class:`vibench.start.Start`;
+  empty and NaN for a fit made without one), ``num_steps``, ``wall_time``, ``stop_reason`` and
+  ``khat`` (PSIS k-hat of the guide's draws, before any reweighting; NaN for point guides).
 """
 
 from __future__ import annotations
@@ -172,8 +173,12 @@ class InferenceDataConverter:
 
         per_step = {name: (("chain", "step"), padded(name, np.nan)) for name in ("loss", "elbo", "grad_norm")}
         per_step["rejected"] = (("chain", "step"), padded("rejected", False))
+        starts = [_start(c.fit) for c in self.chains]
         per_chain = {
             "config": np.array([c.fit.config.to_json() for c in self.chains], dtype=object),
+            "start_method": np.array([s["method"] for s in starts], dtype=object),
+            "start_message": np.array([s["message"] for s in starts], dtype=object),
+            "start_seconds": np.array([s["seconds"] for s in starts], np.float64),
             "num_steps": np.array([c.fit.num_steps for c in self.chains], np.int64),
             "wall_time": np.array([c.fit.wall_time for c in self.chains], np.float64),
             "stop_reason": np.array([c.fit.stop_reason for c in self.chains], dtype=object),
@@ -199,6 +204,14 @@ class InferenceDataConverter:
 
     def _latent(self, chain) -> dict:
         return {name: chain.draws.values[name] for name in self.model.sites}
+
+
+def _start(fit) -> dict:
+    """The fit's starting stage as ``{method, message, seconds}``; blank for a fit made without one."""
+    start = fit.start
+    if start is None:
+        return {"method": "", "message": "", "seconds": float("nan")}
+    return {"method": start.method, "message": start.message, "seconds": float(start.seconds)}
 
 
 def _user_log_likelihood(fn, values) -> dict:

@@ -121,7 +121,8 @@ class Fit:
                         log_likelihood=log_likelihood, dims=dims, coords=coords, psis_reweight=psis_reweight)
 
     def diagnose(self, num_draws: int = 4000, key: Optional[jax.Array] = None, window: Optional[int] = None):
-        """PSIS k-hat, ELBO convergence, rejected steps and wall time; see :func:`vibench.diagnostics.diagnose`."""
+        """PSIS k-hat, ELBO convergence, the starting stage, rejected steps and wall time; see
+        :func:`vibench.diagnostics.diagnose`."""
         from .diagnostics import diagnose
 
         return diagnose(self, num_draws, key, window)
