@@ -1,8 +1,9 @@
 """vibench: an interactive variational-inference workbench on a pure JAX core."""
 
-from . import engine, guides, models, objectives
+from . import diagnostics, engine, export, guides, models, objectives
 from .config import Config
 from .engine import Hyper, State, Trace, hyper_from_config, init_params, make_engine
+from .export import to_arviz
 from .fit import Fit, fit
 from .guides import Guide, register_guide
 from .model import Density, Model, shard_data
@@ -20,7 +21,9 @@ __all__ = [
     "Objective",
     "State",
     "Trace",
+    "diagnostics",
     "engine",
+    "export",
     "fit",
     "guides",
     "hyper_from_config",
@@ -31,4 +34,5 @@ __all__ = [
     "register_guide",
     "register_objective",
     "shard_data",
+    "to_arviz",
 ]

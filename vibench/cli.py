@@ -18,7 +18,9 @@ def _demo(args) -> int:
     print(f"Fitting {model!r}\nwith {config}\n")
     fit = vb.fit(model, config)
     print(f"\n{fit}\nELBO (1,000 particles): {fit.elbo(jax.random.key(1)):.3f}   wall time: {fit.wall_time:.2f} s\n")
-    print(fit.summary().to_string())
+    table = fit.summary()
+    print(table.to_string())
+    print(f"\n{table.attrs['diagnosis']}")
     return 0
 
 

@@ -104,13 +104,34 @@ class Fit:
         _check_count("num_particles", num_particles)
         return float(_elbo_fn(self.model, self.guide, num_particles)(self.params, self.precond, _default_key(key)))
 
-    def summary(self, num_draws: int = 4000, key: Optional[jax.Array] = None):
-        """A table (pandas DataFrame) of mean, sd and 94% HDI per scalar parameter."""
-        import arviz as az
+    def summary(self, num_draws: int = 4000, key: Optional[jax.Array] = None, kind: str = "stats"):
+        """``az.summary`` of ``num_draws`` guide draws (a pandas DataFrame: mean, sd and 94% HDI per
+        scalar parameter for ``kind="stats"``), with :meth:`diagnose`'s report in
+        ``df.attrs["diagnosis"]``."""
+        from .diagnostics import summary
 
-        draws = self.sample(_default_key(key), num_draws)
-        data = az.convert_to_inference_data({k: np.asarray(v)[None] for k, v in draws.items()})
-        return az.summary(data, kind="stats")
+        return summary(self, num_draws, key, kind)
+
+    def to_arviz(self, num_draws: int = 1000, key: Optional[jax.Array] = None, posterior_predictive: bool = True,
+                 log_likelihood=True, dims=None, coords=None, psis_reweight: bool = False):
+        """This fit as an ``arviz.InferenceData``; see :func:`vibench.export.to_arviz`."""
+        from .export import to_arviz
+
+        return to_arviz(self, num_draws=num_draws, key=key, posterior_predictive=posterior_predictive,
+                        log_likelihood=log_likelihood, dims=dims, coords=coords, psis_reweight=psis_reweight)
+
+    def diagnose(self, num_draws: int = 4000, key: Optional[jax.Array] = None, window: Optional[int] = None):
+        """PSIS k-hat, ELBO convergence, the starting stage, rejected steps and wall time; see
+        :func:`vibench.diagnostics.diagnose`."""
+        from .diagnostics import diagnose
+
+        return diagnose(self, num_draws, key, window)
+
+    def khat(self, num_draws: int = 4000, key: Optional[jax.Array] = None):
+        """PSIS Pareto k-hat of the guide against the model, with its reading (point guides: ValueError)."""
+        from .diagnostics import khat
+
+        return khat(self, num_draws, key)
 
     def __repr__(self) -> str:
         last = np.asarray(self.trace.elbo)[~np.asarray(self.trace.rejected)][-100:]

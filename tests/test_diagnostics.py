@@ -1,0 +1,254 @@
+import warnings
+
+import arviz as az
+import jax
+import jax.numpy as jnp
+import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+
+import vibench as vb
+from vibench.diagnostics import Diagnosis, elbo_convergence, khat_reading, psis
+from vibench.guides import DeltaParams
+from vibench.start import Start
+
+from targets import (
+    SKEW_MEAN,
+    correlated,
+    fit_at,
+    gaussian,
+    gaussian_log_z,
+    skew_normal,
+    whitened,
+)
+
+matplotlib.use("Agg")
+
+
+def test_khat_reading_and_its_sample_size_threshold():
+    assert khat_reading(0.3, 1000).reading == "good"
+    assert khat_reading(0.6, 1000).reading == "usable"
+    # 1000 draws: the threshold is 1 - 1/3, below 0.7.
+    assert khat_reading(0.68, 1000) == (0.68, "unreliable", pytest.approx(2 / 3), 1000)
+    assert khat_reading(0.68, 100_000) == (0.68, "usable", 0.7, 100_000)
+    assert khat_reading(0.75, 100_000).reading == "unreliable"
+    assert khat_reading(0.45, 100).threshold == pytest.approx(0.5)
+    assert khat_reading(float("inf"), 4000).reading == "unreliable"
+    assert khat_reading(float("-inf"), 4000).reading == "good"
+
+
+def test_psis_matches_arviz_and_treats_constant_ratios_as_exact():
+    log_w = np.random.default_rng(0).standard_normal(2000)
+    smoothed, k = psis(log_w)
+    expected, expected_k = az.psislw(log_w.copy())
+    np.testing.assert_allclose(smoothed, expected)
+    assert k == pytest.approx(float(expected_k))
+    smoothed, k = psis(np.full(500, 3.0))
+    assert k == -np.inf
+    np.testing.assert_allclose(np.exp(smoothed), 1 / 500)
+    with pytest.raises(ValueError, match="NaN"):
+        psis(np.array([0.0, np.nan, 1.0]))
+
+
+def test_khat_is_small_for_a_fullrank_guide_on_a_gaussian():
+    model = gaussian(correlated(0.9))
+    fit = vb.fit(model, vb.Config(guide="fullrank", num_particles=4, num_steps=2000, chunk_size=2000), progress_bar=False)
+    k = fit.khat(num_draws=4000, key=jax.random.key(1))
+    assert k.khat < 0.5 and k.reading == "good" and k.num_draws == 4000
+
+
+def test_khat_is_large_for_a_meanfield_guide_on_a_correlated_gaussian():
+    rho = 0.99
+    # The mean-field optimum of KL(q || p): the conditional sd sqrt(1 - rho^2) on each axis.
+    scale = np.full(2, np.sqrt(1 - rho**2))
+    fit = fit_at(gaussian(correlated(rho)), *whitened(np.zeros(2), scale))
+    k = fit.khat(num_draws=4000, key=jax.random.key(2))
+    assert k.khat > 0.7 and k.reading == "unreliable"
+
+
+def test_psis_reweighted_draws_move_a_biased_mean_toward_the_truth():
+    # A mass-covering Gaussian, N(0.5, 1.2^2), over a skew-normal (sd 1 on its heavy side): the
+    # ratios p/q are bounded (small k-hat) but the mean is off by 0.28.
+    fit = fit_at(skew_normal(), *whitened([0.5], [1.2]))
+    key = jax.random.key(11)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a plain log density: no log-likelihood, said in a warning
+        plain = fit.to_arviz(num_draws=4000, key=key)
+        reweighted = fit.to_arviz(num_draws=4000, key=key, psis_reweight=True)
+    assert plain.vi_trace["khat"].values[0] < 0.5
+    assert reweighted.posterior.attrs["psis_reweighted"] == 1
+    raw_error = abs(float(plain.posterior["x"].mean()) - SKEW_MEAN)
+    reweighted_error = abs(float(reweighted.posterior["x"].mean()) - SKEW_MEAN)
+    assert raw_error > 0.1
+    assert reweighted_error < 0.35 * raw_error
+    # Resampling the same candidates matches their self-normalised PSIS estimate.
+    smoothed, _ = psis(plain.sample_stats["log_weight"].values[0])
+    weighted_mean = np.sum(np.exp(smoothed) * plain.posterior["x"].values[0])
+    assert abs(float(reweighted.posterior["x"].mean()) - weighted_mean) < 0.02
+
+
+def test_elbo_convergence_on_traces_with_known_answers():
+    n, w = 400, 100
+    rejected = np.zeros(n, bool)
+    flat = vb.Trace(None, -10.0 + 0.1 * np.random.default_rng(0).standard_normal(n), None, rejected)
+    c = elbo_convergence(flat, window=w)
+    assert c.converged and abs(c.z_change) < 2 and c.window == w
+    # A line of slope 0.01 per step: the last window's mean is w * 0.01 = 1 above the one before.
+    line = vb.Trace(None, -100.0 + 0.01 * np.arange(n), None, rejected)
+    c = elbo_convergence(line, window=w, rtol=1e-3)
+    assert c.change == pytest.approx(1.0) and c.relative_change == pytest.approx(1.0 / abs(-100 + 0.01 * 249.5))
+    assert c.elbo == pytest.approx(-100 + 0.01 * 349.5) and not c.converged
+    assert elbo_convergence(line, window=w, rtol=0.02).converged
+    # Rejected steps are left out: NaN there changes nothing.
+    holes = rejected.copy()
+    holes[::7] = True
+    elbo = np.where(holes, np.nan, 0.01 * np.arange(n))
+    c = elbo_convergence(vb.Trace(None, elbo, None, holes), window=w)
+    accepted = 0.01 * np.arange(n)[~holes]
+    assert c.elbo == pytest.approx(accepted[-w:].mean())
+    with pytest.raises(ValueError, match="at least 2 \\* window"):
+        elbo_convergence(line, window=300)
+
+
+def test_diagnose_and_summary():
+    model = gaussian(correlated(0.5))
+    config = vb.Config(guide="fullrank", schedule="constant", num_steps=1000, chunk_size=500, learning_rate=2e-2)
+    fit = vb.fit(model, config, progress_bar=False)
+    report = fit.diagnose(num_draws=1000, key=jax.random.key(0))
+    assert isinstance(report, Diagnosis)
+    assert report.khat.reading == "good" and report.convergence.converged
+    # At the optimum the ELBO is the log normaliser of the target.
+    assert report.convergence.elbo == pytest.approx(gaussian_log_z(correlated(0.5)), abs=0.01)
+    assert (report.num_steps, report.num_rejected, report.stop_reason) == (1000, 0, "completed")
+    assert report.wall_time == fit.wall_time
+    assert (report.start_method, report.start_message) == ("laplace", "")
+    assert 0 < report.start_seconds == fit.start.seconds < fit.wall_time
+    text = repr(report)
+    assert "k-hat" in text and "good" in text and "0 rejected" in text and "wall time" in text
+    assert f"start       laplace ({fit.start.seconds:.2f} s)" in text
+    assert report.to_dict()["khat"]["reading"] == "good"
+
+    table = fit.summary(num_draws=1000, key=jax.random.key(0))
+    assert isinstance(table, pd.DataFrame)
+    assert list(table.index) == ["x[0]", "x[1]"] and list(table.columns) == ["mean", "sd", "hdi_3%", "hdi_97%"]
+    np.testing.assert_allclose(table["sd"], 1.0, atol=0.1)
+    assert isinstance(table.attrs["diagnosis"], Diagnosis) and table.attrs["diagnosis"].start_method == "laplace"
+
+    # The default plateau schedule stops once the ELBO no longer moves at its smallest step size.
+    converged = vb.fit(model, config.replace(schedule="plateau", num_steps=50_000), progress_bar=False)
+    report = converged.diagnose(num_draws=1000, key=jax.random.key(0))
+    assert report.stop_reason == "converged" and report.convergence.converged
+    assert report.num_steps == converged.num_steps < 50_000 and report.num_steps % 500 == 0
+    idata = converged.to_arviz(num_draws=10, log_likelihood=False)
+    assert str(idata.vi_trace["stop_reason"].values[0]) == "converged"
+    assert idata.vi_trace["elbo"].shape == (1, converged.num_steps)
+
+    point = fit_at(model, DeltaParams(jnp.zeros(2)), guide="delta")
+    report = point.diagnose()
+    assert report.khat is None and "undefined" in repr(report) and report.convergence is None
+    with pytest.raises(ValueError, match="point.*no density"):
+        point.khat()
+
+
+def test_diagnose_reads_rejected_steps_and_a_start_that_fell_back():
+    rejected = np.zeros(400, bool)
+    rejected[[10, 11, 250, 399]] = True
+    elbo = np.where(rejected, np.nan, -3.0 + 0.01 * np.random.default_rng(0).standard_normal(400))
+    trace = vb.Trace(-elbo, elbo, np.where(rejected, np.inf, 1.0), rejected)
+    message = "no MAP: L-BFGS left the region where the log density is finite; started from the model's initial point"
+    params, precond = whitened(np.zeros(2), np.ones(2))
+    fit = fit_at(gaussian(np.eye(2)), params, precond, trace=trace, start=Start("prior", precond, 0.1, message, 1.5))
+    report = vb.diagnostics.diagnose(fit, num_draws=1000, key=jax.random.key(0), window=100)
+    assert (report.num_steps, report.num_rejected) == (400, 4)
+    # The rejected steps are left out of the windows: the last 100 accepted steps, not the last 100.
+    assert report.convergence.elbo == pytest.approx(elbo[~rejected][-100:].mean())
+    assert report.convergence.converged
+    # q is the normalised target: every importance ratio is the normaliser.
+    assert report.khat.khat == -np.inf and report.khat.reading == "good"
+    assert (report.start_method, report.start_message, report.start_seconds) == ("prior", message, 1.5)
+    text = repr(report)
+    assert "400 (4 rejected as not finite), completed" in text and f"prior (1.50 s): {message}" in text
+    assert report.to_dict()["start_message"] == message
+    made_by_hand = fit_at(fit.model, fit.params, fit.precond)
+    report = made_by_hand.diagnose(num_draws=100)
+    assert report.start_method is None and "start       not recorded" in repr(report)
+
+
+def test_stl_gradient_variance_vanishes_at_the_exact_fit():
+    cov, mean = correlated(0.8), [1.0, -1.0]
+    # In whitened coordinates the guide is N(offset, 0.25 I) and the target, seen from there, too.
+    fit = fit_at(gaussian(cov, mean), *whitened(mean, np.linalg.cholesky(cov)), guide="fullrank")
+    stl = vb.diagnostics.gradient_variance(fit, stl=True, num_particles=1, repeats=400, key=jax.random.key(0))
+    standard = vb.diagnostics.gradient_variance(fit, stl=False, num_particles=1, repeats=400, key=jax.random.key(0))
+    assert stl.stl and not standard.stl and stl.repeats == 400 and stl.objective == "elbo"
+    assert stl.total_variance < 1e-8
+    # At q = p the standard gradient is the score of q(u) = N(m, L L^T), L = 0.5 I, d = 2, with
+    # eps ~ N(0, I): d/dm = 2 eps (variance 4 per axis), d/d log L_ii = eps_i^2 - 1 (variance 2),
+    # d/dL_10 = 2 eps_1 eps_0 (variance 4): 8 + 4 + 4 = 16 in all.
+    assert standard.total_variance == pytest.approx(16.0, rel=0.2)
+    np.testing.assert_allclose(standard.variance.loc, 4.0, rtol=0.25)
+    np.testing.assert_allclose(np.diag(standard.variance.tril), 2.0, rtol=0.35)
+    # More particles average the score term: the variance falls as 1 / K.
+    eight = vb.diagnostics.gradient_variance(fit, stl=False, num_particles=8, repeats=400, key=jax.random.key(1))
+    assert eight.total_variance == pytest.approx(16.0 / 8, rel=0.2)
+    assert jax.tree.structure(stl.variance) == jax.tree.structure(fit.params)
+    with pytest.raises(ValueError, match="repeats must be >= 2"):
+        vb.diagnostics.gradient_variance(fit, repeats=1)
+    with pytest.raises(ValueError, match="renyi"):
+        vb.diagnostics.gradient_variance(fit, stl=True, num_particles=4, objective="renyi")
+    with pytest.raises(ValueError, match="point"):
+        vb.diagnostics.gradient_variance(fit_at(gaussian(cov), DeltaParams(jnp.zeros(2)), guide="delta"))
+
+
+def test_compare_against_a_reference_with_known_moments():
+    rng = np.random.default_rng(0)
+
+    def exact(mean, sd, n):
+        # Draws with exactly this sample mean and sd (ddof=1).
+        z = rng.standard_normal((n,) + np.shape(mean))
+        z = (z - z.mean(0)) / z.std(0, ddof=1)
+        return mean + sd * z
+
+    approx = {"a": exact(1.0, 1.0, 1000), "b": exact(np.array([0.0, 2.0]), np.array([0.5, 3.0]), 1000)}
+    reference = az.from_dict(posterior={
+        "a": exact(1.5, 2.0, 2000).reshape(2, 1000),
+        "b": exact(np.array([0.0, 1.0]), np.array([1.0, 3.0]), 2000).reshape(2, 1000, 2),
+        "c": np.zeros((2, 1000)),
+    })
+    table = vb.diagnostics.compare(approx, reference)
+    assert list(table.index) == ["a", "b[0]", "b[1]"]
+    np.testing.assert_allclose(table["std_mean_error"], [-0.25, 0.0, 1 / 3], atol=1e-9)
+    np.testing.assert_allclose(table["sd_ratio"], [0.5, 0.5, 1.0], atol=1e-9)
+    np.testing.assert_allclose(table["ref_mean"], [1.5, 0.0, 1.0], atol=1e-9)
+
+    # A fit against draws from its own target: errors within Monte Carlo noise.
+    cov, mean = np.diag([1.0, 4.0]), [1.0, -1.0]
+    fit = fit_at(gaussian(cov, mean), *whitened(mean, [1.0, 1.0]))
+    draws = {"x": rng.multivariate_normal(mean, cov, 20_000)}
+    table = vb.diagnostics.compare(fit, draws, num_draws=20_000, key=jax.random.key(0))
+    np.testing.assert_allclose(table["std_mean_error"], 0.0, atol=0.04)
+    np.testing.assert_allclose(table["sd_ratio"], [1.0, 0.5], rtol=0.03)
+    with pytest.raises(ValueError, match="share no variable"):
+        vb.diagnostics.compare(fit, {"y": np.zeros(10)})
+    with pytest.raises(ValueError, match="expected"):
+        vb.diagnostics.compare(fit, {"x": np.zeros((10, 3))})
+
+
+def test_plot_compare_returns_a_figure_with_both_marginals():
+    rng = np.random.default_rng(1)
+    approx = {"a": rng.normal(0, 1, 500), "b": rng.normal(0, 1, (500, 3))}
+    reference = {"a": rng.normal(0, 2, 500), "b": rng.normal(1, 1, (500, 3))}
+    fig = vb.diagnostics.plot_compare(approx, reference, max_panels=3)
+    assert isinstance(fig, Figure)
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in visible] == ["a", "b[0]", "b[1]"]
+    for ax in visible:
+        assert [line.get_label() for line in ax.get_lines()] == ["reference", "vi"]
+    # The vi curve of "a" is a density of sd 1: its peak is near 1 / sqrt(2 pi).
+    grid, density = visible[0].get_lines()[1].get_data()
+    assert density.max() == pytest.approx(1 / np.sqrt(2 * np.pi), rel=0.15)
+    point = {"a": np.zeros(50)}
+    fig = vb.diagnostics.plot_compare(point, reference, var_names="a")
+    assert fig.axes[0].get_lines()[1].get_xdata()[0] == 0.0

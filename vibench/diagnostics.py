@@ -1,0 +1,288 @@
+"""Diagnostics of a fitted guide: PSIS k-hat, ELBO convergence, gradient variance, a reference check.
+
+- :func:`khat`: the Pareto k-hat of the importance ratios p(y, z) / q(z) (Yao et al. 2018,
+  https://arxiv.org/abs/1802.02538), smoothed by ArviZ's ``psislw``, with its reading.
+- :func:`elbo_convergence`: the change of the ELBO between the last two windows of the trace.
+- :func:`diagnose`: both of those plus the starting stage, rejected steps and wall time, as one
+  :class:`Diagnosis`.
+- :func:`gradient_variance` (from ``vibench.gradients``): the spread of the objective's gradient
+  at the current guide.
+- :func:`compare` / :func:`plot_compare` (from ``vibench.reference``): the fit against reference draws.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .engine import cached
+from .gradients import GradientVariance, gradient_variance
+from .reference import compare, plot_compare
+
+__all__ = [
+    "Draws",
+    "KHat",
+    "Convergence",
+    "Diagnosis",
+    "GradientVariance",
+    "importance_draws",
+    "psis",
+    "khat_reading",
+    "khat",
+    "elbo_convergence",
+    "diagnose",
+    "summary",
+    "gradient_variance",
+    "compare",
+    "plot_compare",
+]
+
+
+class Draws(NamedTuple):
+    """Guide draws with the densities importance sampling needs, each with leading axis ``n``.
+
+    ``z`` ``(n, dim)`` draws in the model's flat space; ``values`` constrained ``{site: (n, *shape)}``;
+    ``lp`` the log joint log p(y, theta) in the model's own parameterisation; ``log_weight`` the
+    log importance ratio in the flat space, log p(y, z) - log q(z) (lp plus the log-Jacobian minus
+    ``log_q``); ``log_q`` the guide's log density there, as ``fit.log_q`` (NaN for point guides,
+    which have none).
+    """
+
+    z: Any
+    values: dict
+    lp: Any
+    log_q: Any
+    log_weight: Any
+
+
+class KHat(NamedTuple):
+    """A Pareto k-hat with its reading: ``"good"``, ``"usable"`` or ``"unreliable"``."""
+
+    khat: float
+    reading: str
+    threshold: float  # min(1 - 1 / log10(num_draws), 0.7): above it the ratios are unreliable
+    num_draws: int
+
+    def __str__(self) -> str:
+        return f"k-hat {self.khat:.2f} ({self.reading}; threshold {self.threshold:.2f} for {self.num_draws} draws)"
+
+
+class Convergence(NamedTuple):
+    """The ELBO over the last two windows of accepted steps (rejected steps left out)."""
+
+    elbo: float  # mean ELBO over the last window
+    elbo_sd: float  # its step-to-step standard deviation there
+    change: float  # last window's mean minus the one before
+    relative_change: float  # |change| / |mean of the window before|
+    z_change: float  # change in standard errors of the Monte Carlo noise
+    window: int
+    converged: bool  # relative_change <= rtol, or |z_change| <= 2 (no trend above the noise)
+
+
+def importance_draws(fit, key: jax.Array, n: int) -> Draws:
+    """``n`` guide draws with their constrained values, ``lp``, ``log_q`` and ``log_weight``.
+
+    The draws are those of ``fit.sample_unconstrained(key, n)``: the guide's whitened draws ``u``
+    mapped to the model's flat space by ``fit.precond``; ``log_q`` includes that map's Jacobian.
+    """
+    _check_count("num_draws", n)
+    model, guide = fit.model, fit.guide
+
+    def build():
+        def per_draw(z):
+            return model.constrain(z), model.log_joint(z), model.log_density(z)
+
+        def run(params, precond, key):
+            u = guide.transform(params, jax.random.normal(key, (n, guide.noise_dim(params))))
+            z = precond.to_z(u)
+            # Batches bound the memory of a model with much data.
+            values, lp, log_density = jax.lax.map(per_draw, z, batch_size=min(n, 256))
+            # The density of z = shift + scale @ u is q(u) / |det scale|; computed from u, no solve.
+            log_q = jnp.full((n,), jnp.nan) if guide.point else guide.log_prob(params, u) - precond.log_det
+            return Draws(z, values, lp, log_q, log_density - log_q)
+
+        return jax.jit(run)
+
+    run = cached(model, ("importance_draws", guide.name, int(n)), build)
+    return jax.device_get(run(fit.params, fit.precond, key))
+
+
+def psis(log_weights) -> tuple[np.ndarray, float]:
+    """Pareto-smoothed log weights ``(n,)`` (normalised to log-sum-exp 0) and the k-hat, by ArviZ.
+
+    Ratios constant to 1e-4 in log (an exact guide, up to float32 rounding) give k-hat ``-inf``.
+    """
+    import arviz as az
+
+    log_weights = np.asarray(log_weights, np.float64)
+    if log_weights.ndim != 1 or log_weights.size < 2:
+        raise ValueError(f"psis needs a 1-D array of at least 2 log weights, got shape {log_weights.shape}")
+    if np.any(np.isnan(log_weights)) or not np.any(np.isfinite(log_weights)):
+        raise ValueError("the log importance weights contain NaN (or none is finite): the model's log density is not finite at the guide's draws")
+    finite = log_weights[np.isfinite(log_weights)]
+    if np.ptp(finite) < 1e-4 and finite.size == log_weights.size:
+        # Constant ratios: the guide equals the posterior up to float32 rounding. ArviZ's GPD fit
+        # sees a tail of ties there and answers inf; a bounded ratio has k-hat -inf.
+        return np.full(log_weights.shape, -np.log(log_weights.size)), float("-inf")
+    smoothed, k = az.psislw(log_weights)
+    return np.asarray(smoothed), float(k)
+
+
+def khat_reading(k: float, num_draws: int) -> KHat:
+    """Read a k-hat: good below 0.5; usable up to min(1 - 1/log10(S), 0.7); unreliable above it
+    (Vehtari et al. 2024, the sample-size-dependent threshold of current loo)."""
+    threshold = min(1.0 - 1.0 / np.log10(num_draws), 0.7) if num_draws > 10 else 0.0
+    if np.isnan(k) or k > threshold:
+        reading = "unreliable"
+    elif k <= 0.5:
+        reading = "good"
+    else:
+        reading = "usable"
+    return KHat(float(k), reading, float(threshold), int(num_draws))
+
+
+def khat(fit, num_draws: int = 4000, key: Optional[jax.Array] = None) -> KHat:
+    """PSIS k-hat of the guide against the model from ``num_draws`` guide draws.
+
+    A point (Delta) guide has no density, so its ratios and k-hat are undefined: ValueError.
+    """
+    _check_density(fit)
+    draws = importance_draws(fit, _default_key(key), num_draws)
+    return khat_reading(psis(draws.log_weight)[1], num_draws)
+
+
+def elbo_convergence(trace, window: Optional[int] = None, rtol: float = 1e-3) -> Convergence:
+    """Compare the mean ELBO of the last ``window`` accepted steps with the ``window`` before.
+
+    ``window`` defaults to a tenth of the accepted steps (at least 10, at most 1000).
+    """
+    elbo = np.asarray(trace.elbo, np.float64)[~np.asarray(trace.rejected, bool)]
+    if window is None:
+        window = int(np.clip(elbo.size // 10, 10, 1000))
+    _check_count("window", window)
+    if elbo.size < 2 * window:
+        raise ValueError(f"elbo_convergence needs at least 2 * window = {2 * window} accepted steps, the trace has {elbo.size}")
+    last, before = elbo[-window:], elbo[-2 * window : -window]
+    change = float(last.mean() - before.mean())
+    relative = abs(change) / max(abs(before.mean()), 1e-12)
+    stderr = np.sqrt((last.var(ddof=1) + before.var(ddof=1)) / window)
+    z_change = change / stderr if stderr > 0 else (0.0 if change == 0 else np.inf)
+    converged = bool(relative <= rtol or abs(z_change) <= 2.0)
+    return Convergence(float(last.mean()), float(last.std(ddof=1)), change, float(relative), float(z_change), window, converged)
+
+
+@dataclasses.dataclass(frozen=True)
+class Diagnosis:
+    """A fit's diagnostics at a glance; ``khat`` is None for point guides.
+
+    ``start_method``, ``start_message`` and ``start_seconds`` describe the starting stage
+    (:class:`vibench.start.Start`; ``"laplace"``, ``"laplace-diagonal"``, ``"map"`` or ``"prior"``,
+    why it fell back if it did, its time, part of ``wall_time``); None for a fit made without one.
+    """
+
+    model: str
+    guide: str
+    khat: Optional[KHat]
+    convergence: Optional[Convergence]
+    num_steps: int
+    num_rejected: int
+    wall_time: float
+    stop_reason: str
+    start_method: Optional[str] = None
+    start_message: Optional[str] = None
+    start_seconds: Optional[float] = None
+
+    def to_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        out["khat"] = None if self.khat is None else self.khat._asdict()
+        out["convergence"] = None if self.convergence is None else self.convergence._asdict()
+        return out
+
+    def __repr__(self) -> str:
+        c = self.convergence
+        if c is None:
+            elbo = "ELBO        too few accepted steps to judge convergence"
+        else:
+            verdict = "converged" if c.converged else "still changing"
+            elbo = (
+                f"ELBO        {c.elbo:.6g} (sd {c.elbo_sd:.3g}) over the last {c.window} steps; {verdict}: "
+                f"change {c.change:+.3g} ({c.relative_change:.2g} relative, {c.z_change:+.2g} standard errors)"
+            )
+        k = "undefined: a point guide has no density" if self.khat is None else str(self.khat)
+        if self.start_method is None:
+            start = "not recorded"
+        else:
+            start = f"{self.start_method} ({self.start_seconds:.2f} s)"
+            if self.start_message:
+                start += f": {self.start_message}"
+        return "\n".join([
+            f"Diagnosis of {self.model!r} with guide {self.guide!r}",
+            f"  PSIS        {k}",
+            f"  {elbo}",
+            f"  start       {start}",
+            f"  steps       {self.num_steps} ({self.num_rejected} rejected as not finite), {self.stop_reason}",
+            f"  wall time   {self.wall_time:.2f} s (the start included)",
+        ])
+
+
+def diagnose(fit, num_draws: int = 4000, key: Optional[jax.Array] = None, window: Optional[int] = None,
+             log_weights=None) -> Diagnosis:
+    """k-hat (from ``log_weights`` ``(S,)`` when given, else ``num_draws`` fresh draws), ELBO
+    convergence, the starting stage, rejected steps and wall time of ``fit``."""
+    k = None
+    if not fit.guide.point:
+        if log_weights is None:
+            log_weights = importance_draws(fit, _default_key(key), num_draws).log_weight
+        try:
+            k = khat_reading(psis(log_weights)[1], len(log_weights))
+        except ValueError:  # NaN ratios: the model's density failed at some draws
+            k = khat_reading(float("nan"), len(log_weights))
+    try:
+        convergence = elbo_convergence(fit.trace, window)
+    except ValueError:
+        convergence = None
+    start = fit.start
+    return Diagnosis(fit.model.name, fit.config.guide, k, convergence, fit.num_steps, fit.num_rejected,
+                     float(fit.wall_time), fit.stop_reason,
+                     start_method=None if start is None else start.method,
+                     start_message=None if start is None else start.message,
+                     start_seconds=None if start is None else float(start.seconds))
+
+
+def summary(fit, num_draws: int = 4000, key: Optional[jax.Array] = None, kind: str = "stats"):
+    """``az.summary`` of ``num_draws`` guide draws (a pandas DataFrame, one row per scalar
+    parameter), with the fit's :class:`Diagnosis` in ``df.attrs["diagnosis"]``."""
+    import arviz as az
+
+    from .export import to_arviz
+
+    idata = to_arviz(fit, num_draws=num_draws, key=key, log_likelihood=False, posterior_predictive=False)
+    table = az.summary(idata, kind=kind)
+    log_weights = None if fit.guide.point else idata.sample_stats["log_weight"].values[0]
+    table.attrs["diagnosis"] = diagnose(fit, log_weights=log_weights)
+    return table
+
+
+def _check_density(fit) -> None:
+    if fit.guide.point:
+        raise ValueError(
+            f"guide {fit.guide.name!r} is a point (a MAP fit): it has no density, so the importance "
+            "ratios p/q and their k-hat are undefined; fit a meanfield, lowrank or fullrank guide"
+        )
+
+
+def _check_count(name: str, n) -> None:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {n!r}")
+
+
+def _default_key(key):
+    if key is None:
+        return jax.random.key(0)
+    if not isinstance(key, jax.Array):
+        raise TypeError(f"key must be a JAX random key such as jax.random.key(0), got {key!r}")
+    return key

@@ -1,0 +1,276 @@
+"""Fits as ``arviz.InferenceData``: a thin :func:`to_arviz` over a converter with one method per group.
+
+Groups, each with a leading ``chain`` axis (one chain per fit) and ``draw`` axis (guide draws):
+
+- ``posterior``: constrained draws of every latent and deterministic site; NumPyro plates name
+  the dims (``dims=`` / ``coords=`` as in ArviZ's converters override and extend them).
+- ``sample_stats``: ``lp`` (log joint in the model's parameterisation), ``log_q`` (the guide's log
+  density in the flat space) and ``log_weight`` (log p(y, z) - log q(z) in the flat space, which
+  PSIS smooths; its mean is the ELBO).
+- ``log_likelihood``, ``posterior_predictive``, ``observed_data``, ``constant_data``: NumPyro
+  models only (``numpyro.infer.log_likelihood`` and ``Predictive``), unless ``log_likelihood`` is
+  given as a function.
+- ``vi_trace``: how the posterior was obtained: per step ``loss``, ``elbo``, ``grad_norm``,
+  ``rejected`` (``(chain, step)``, NaN-padded past ``num_steps`` when fits differ in length) and
+  per chain ``config`` (the Config as JSON; :func:`read_configs` reads it back), the starting
+  stage's ``start_method``, ``start_message`` and ``start_seconds`` (see :class:`vibench.start.Start`;
+  empty and NaN for a fit made without one), ``num_steps``, ``wall_time``, ``stop_reason`` and
+  ``khat`` (PSIS k-hat of the guide's draws, before any reweighting; NaN for point guides).
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import warnings
+from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence, Union
+
+import jax
+import numpy as np
+
+from .config import Config
+from .diagnostics import Draws, _check_count, _default_key, importance_draws, khat_reading, psis
+from .model_info import ModelInfo, log_likelihood_fn, model_info, predictive_fn
+
+__all__ = ["to_arviz", "read_configs", "InferenceDataConverter", "TRACE_GROUP"]
+
+TRACE_GROUP = "vi_trace"
+
+
+def to_arviz(fits, num_draws: int = 1000, key: Optional[jax.Array] = None, posterior_predictive: bool = True,
+             log_likelihood: Union[bool, Callable] = True, dims: Optional[Mapping[str, Sequence[str]]] = None,
+             coords: Optional[Mapping[str, Any]] = None, psis_reweight: bool = False):
+    """An ``arviz.InferenceData`` of one :class:`~vibench.Fit`, or of several fits of one model as
+    chains (so ``az.rhat`` across restarts flags multimodal or unstable fits).
+
+    ``num_draws`` guide draws per fit. ``log_likelihood`` may be a function ``fn(values) ->
+    {name: (n_obs,)}`` of one draw's constrained values, the only way to give a model built with
+    ``Model.from_log_density`` a ``log_likelihood`` group (and ``az.loo``). ``psis_reweight=True``
+    resamples each chain's draws with their Pareto-smoothed importance weights (systematic
+    resampling), moving them toward the posterior when k-hat is small (point guides: ValueError).
+    """
+    return InferenceDataConverter(
+        fits, num_draws=num_draws, key=key, posterior_predictive=posterior_predictive,
+        log_likelihood=log_likelihood, dims=dims, coords=coords, psis_reweight=psis_reweight,
+    ).to_inference_data()
+
+
+def read_configs(idata) -> list:
+    """The :class:`~vibench.Config` of each chain of an exported (or netCDF-loaded) InferenceData."""
+    if TRACE_GROUP not in getattr(idata, "groups", lambda: [])():
+        raise ValueError(f"this InferenceData has no {TRACE_GROUP!r} group: it was not exported by vibench")
+    return [Config.from_json(str(text)) for text in idata[TRACE_GROUP]["config"].values]
+
+
+class _Chain(NamedTuple):
+    fit: Any
+    draws: Draws
+    khat: float
+    predictive_key: jax.Array
+
+
+class InferenceDataConverter:
+    """Draws once per fit at construction; each ``*_to_xarray`` method builds one group (``None``
+    where it does not apply) and :meth:`to_inference_data` gathers them."""
+
+    def __init__(self, fits, *, num_draws=1000, key=None, posterior_predictive=True, log_likelihood=True,
+                 dims=None, coords=None, psis_reweight=False):
+        self.fits = _check_fits(fits)
+        _check_count("num_draws", num_draws)
+        if not callable(log_likelihood) and not isinstance(log_likelihood, (bool, np.bool_)):
+            raise TypeError(f"log_likelihood must be a bool or a function values -> {{name: array}}, got {log_likelihood!r}")
+        if not isinstance(posterior_predictive, (bool, np.bool_)):
+            raise TypeError(f"posterior_predictive must be a bool, got {posterior_predictive!r}")
+        if psis_reweight:
+            _check_no_point(self.fits, "psis_reweight=True")
+        self.model = self.fits[0].model
+        self.is_numpyro = self.model.numpyro_model is not None
+        self.posterior_predictive = bool(posterior_predictive)
+        self.log_likelihood = log_likelihood if callable(log_likelihood) else bool(log_likelihood)
+        self.info = model_info(self.model) if self.is_numpyro else ModelInfo({}, {}, (), {}, {})
+        self.dims = {**self.info.dims, **self.info.constant_dims, **{k: list(v) for k, v in (dims or {}).items()}}
+        self.coords = dict(coords or {})
+        self.psis_reweight = bool(psis_reweight)
+        if self.log_likelihood is True and not self.is_numpyro:
+            _warn(
+                f"model {self.model.name!r} is a plain log density: its export has posterior, sample_stats "
+                f"and {TRACE_GROUP} but no log_likelihood (which az.loo and az.waic need), posterior_predictive "
+                "or observed_data; pass log_likelihood=fn, fn(values) -> {name: pointwise log-likelihood}, to add "
+                "one, or log_likelihood=False to export without this warning"
+            )
+        key = _default_key(key)
+        self.chains = [self._chain(fit, k, num_draws) for fit, k in zip(self.fits, jax.random.split(key, len(self.fits)))]
+
+    def _chain(self, fit, key, num_draws) -> _Chain:
+        draw_key, resample_key, predictive_key = jax.random.split(key, 3)
+        draws, k = importance_draws(fit, draw_key, num_draws), float("nan")
+        if not fit.guide.point:
+            try:
+                smoothed, k = psis(draws.log_weight)
+            except ValueError:
+                if self.psis_reweight:
+                    raise
+            if self.psis_reweight:
+                reading = khat_reading(k, num_draws)
+                if reading.reading == "unreliable":
+                    _warn(f"PSIS-reweighted draws are unreliable: {reading}")
+                index = _systematic_resample(smoothed, resample_key)
+                draws = jax.tree.map(lambda x: x[index], draws)
+        return _Chain(fit, draws, k, predictive_key)
+
+    def _dataset(self, data: dict, *, skip_event_dims=None, default_dims=None, attrs=None):
+        import arviz as az
+
+        from . import __version__
+
+        attrs = {"inference_library": "vibench", "inference_library_version": __version__, **(attrs or {})}
+        return az.dict_to_dataset(data, attrs=attrs, coords=self.coords, dims=self.dims,
+                                  skip_event_dims=skip_event_dims, default_dims=default_dims)
+
+    def _stacked(self, get) -> dict:
+        per_chain = [get(chain) for chain in self.chains]
+        return {name: np.stack([np.asarray(values[name]) for values in per_chain]) for name in per_chain[0]}
+
+    def posterior_to_xarray(self):
+        return self._dataset(self._stacked(lambda c: c.draws.values),
+                             attrs={"num_draws": self.chains[0].draws.z.shape[0], "psis_reweighted": int(self.psis_reweight)})
+
+    def sample_stats_to_xarray(self):
+        return self._dataset(self._stacked(lambda c: {"lp": c.draws.lp, "log_q": c.draws.log_q, "log_weight": c.draws.log_weight}))
+
+    def log_likelihood_to_xarray(self):
+        if self.log_likelihood is False:
+            return None
+        if callable(self.log_likelihood):
+            return self._dataset(self._stacked(lambda c: _user_log_likelihood(self.log_likelihood, c.draws.values)), skip_event_dims=True)
+        if not self.is_numpyro or not (self.info.observed or self.info.factors):
+            return None
+        return self._dataset(self._stacked(lambda c: log_likelihood_fn(self.model, len(c.draws.z))(self._latent(c))),
+                             skip_event_dims=True)
+
+    def posterior_predictive_to_xarray(self):
+        if not (self.posterior_predictive and self.is_numpyro and self.info.observed):
+            return None
+        sites = tuple(self.info.observed)
+        return self._dataset(self._stacked(lambda c: predictive_fn(self.model, len(c.draws.z), sites)(c.predictive_key, self._latent(c))))
+
+    def observed_data_to_xarray(self):
+        return self._dataset(self.info.observed, default_dims=[]) if self.info.observed else None
+
+    def constant_data_to_xarray(self):
+        return self._dataset(self.info.constant, default_dims=[]) if self.info.constant else None
+
+    def vi_trace_to_xarray(self):
+        import xarray as xr
+
+        from . import __version__
+
+        steps = max(chain.fit.num_steps for chain in self.chains)
+
+        def padded(name, fill):
+            rows = [np.asarray(getattr(c.fit.trace, name)) for c in self.chains]
+            return np.stack([np.concatenate([r, np.full(steps - len(r), fill, r.dtype)]) for r in rows])
+
+        per_step = {name: (("chain", "step"), padded(name, np.nan)) for name in ("loss", "elbo", "grad_norm")}
+        per_step["rejected"] = (("chain", "step"), padded("rejected", False))
+        starts = [_start(c.fit) for c in self.chains]
+        per_chain = {
+            "config": np.array([c.fit.config.to_json() for c in self.chains], dtype=object),
+            "start_method": np.array([s["method"] for s in starts], dtype=object),
+            "start_message": np.array([s["message"] for s in starts], dtype=object),
+            "start_seconds": np.array([s["seconds"] for s in starts], np.float64),
+            "num_steps": np.array([c.fit.num_steps for c in self.chains], np.int64),
+            "wall_time": np.array([c.fit.wall_time for c in self.chains], np.float64),
+            "stop_reason": np.array([c.fit.stop_reason for c in self.chains], dtype=object),
+            "khat": np.array([c.khat for c in self.chains], np.float64),
+        }
+        data = {**per_step, **{k: (("chain",), v) for k, v in per_chain.items()}}
+        attrs = {"inference_library": "vibench", "inference_library_version": __version__, "model": self.model.name}
+        return xr.Dataset(data, coords={"chain": np.arange(len(self.chains)), "step": np.arange(steps)}, attrs=attrs)
+
+    def to_inference_data(self):
+        import arviz as az
+
+        groups = {
+            "posterior": self.posterior_to_xarray(),
+            "sample_stats": self.sample_stats_to_xarray(),
+            "log_likelihood": self.log_likelihood_to_xarray(),
+            "posterior_predictive": self.posterior_predictive_to_xarray(),
+            "observed_data": self.observed_data_to_xarray(),
+            "constant_data": self.constant_data_to_xarray(),
+            TRACE_GROUP: self.vi_trace_to_xarray(),
+        }
+        return az.InferenceData(**{name: group for name, group in groups.items() if group is not None})
+
+    def _latent(self, chain) -> dict:
+        return {name: chain.draws.values[name] for name in self.model.sites}
+
+
+def _start(fit) -> dict:
+    """The fit's starting stage as ``{method, message, seconds}``; blank for a fit made without one."""
+    start = fit.start
+    if start is None:
+        return {"method": "", "message": "", "seconds": float("nan")}
+    return {"method": start.method, "message": start.message, "seconds": float(start.seconds)}
+
+
+def _user_log_likelihood(fn, values) -> dict:
+    out = jax.lax.map(fn, values, batch_size=min(256, len(next(iter(values.values())))))
+    if not isinstance(out, dict) or not out:
+        raise TypeError(f"log_likelihood must return a non-empty dict of name -> pointwise log-likelihood, got {type(out).__name__}")
+    return out
+
+
+def _systematic_resample(log_weights, key) -> np.ndarray:
+    """Indices ``(n,)`` drawn in proportion to ``exp(log_weights)`` (normalised), low-variance."""
+    n = log_weights.shape[0]
+    cumulative = np.cumsum(np.exp(log_weights - np.logaddexp.reduce(log_weights)))
+    u = (float(jax.random.uniform(key)) + np.arange(n)) / n
+    return np.minimum(np.searchsorted(cumulative, u), n - 1)
+
+
+def _check_fits(fits) -> list:
+    from .fit import Fit
+
+    fits = [fits] if isinstance(fits, Fit) else list(fits) if isinstance(fits, (list, tuple)) else fits
+    if not isinstance(fits, list) or not fits:
+        raise TypeError(f"to_arviz expects a vibench.Fit or a non-empty list of them, got {type(fits).__name__}")
+    for i, fit in enumerate(fits):
+        if not isinstance(fit, Fit):
+            raise TypeError(f"to_arviz: item {i} is a {type(fit).__name__}, not a vibench.Fit")
+        if not _same_model(fits[0].model, fit.model):
+            raise ValueError(
+                f"to_arviz exports fits of one model as chains; fit {i} is of {fit.model!r}, fit 0 of {fits[0].model!r}"
+            )
+    return fits
+
+
+def _same_model(a, b) -> bool:
+    if a is b:
+        return True
+    if (a.name, a.sites, a.dim) != (b.name, b.sites, b.dim) or a.numpyro_model is not b.numpyro_model:
+        return False
+    leaves_a, tree_a = jax.tree.flatten((a.model_args, a.model_kwargs))
+    leaves_b, tree_b = jax.tree.flatten((b.model_args, b.model_kwargs))
+    return tree_a == tree_b and all(
+        np.shape(x) == np.shape(y) and np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(leaves_a, leaves_b)
+    )
+
+
+def _warn(message: str) -> None:
+    """A UserWarning attributed to the first caller outside vibench."""
+    frame, level = inspect.currentframe(), 1
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, stacklevel=level)
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _check_no_point(fits, what) -> None:
+    for fit in fits:
+        if fit.guide.point:
+            raise ValueError(
+                f"{what} needs the guide's density, and guide {fit.guide.name!r} is a point (a MAP fit) with none"
+            )
