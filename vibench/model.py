@@ -62,10 +62,12 @@ class Model:
         unknown = set(init_values) - set(self.sites)
         if unknown:
             raise ValueError(f"init_values names unknown site(s) {sorted(unknown)}; the model's sites: {sorted(self.sites)}")
-        loc = self.unconstrain(init_values)
-        if not np.all(np.isfinite(np.asarray(loc))):
-            raise ValueError(f"init_values {dict(init_values)} lie outside the sites' supports")
-        return loc
+        for name, value in init_values.items():
+            if np.shape(value) != tuple(self.sites[name]):
+                raise ValueError(f"init_values[{name!r}] has shape {np.shape(value)}; the site's shape is {tuple(self.sites[name])}")
+            if not np.all(np.isfinite(np.asarray(self.unconstrain({name: value})))):
+                raise ValueError(f"init_values[{name!r}] = {value!r} lies outside the site's support; give a value inside it")
+        return self.unconstrain(init_values)
 
     def __repr__(self) -> str:
         sites = ", ".join(f"{k}: {tuple(v)}" for k, v in self.sites.items())
@@ -95,6 +97,8 @@ class Model:
                 f"{_nonfinite_sites(model_fn, args, kwargs)}; check the data for NaN or values "
                 "outside the likelihood's support, and that the priors and data shapes agree"
             ) from err
+        except (ValueError, TypeError, IndexError) as err:
+            raise _call_error(model_fn, "evaluating its log density", err) from err
         init_z, unravel = ravel_pytree(info.param_info.z)
 
         def latent(z):
@@ -136,8 +140,13 @@ class Model:
         """
         if not callable(log_density):
             raise TypeError(f"log_density must be callable, got {type(log_density).__name__}")
-        if not isinstance(supports, Mapping) or not supports:
-            raise ValueError("supports must be a non-empty dict of name -> numpyro constraint")
+        if not isinstance(supports, Mapping):
+            raise TypeError(f"supports must be a dict of name -> numpyro constraint, got {type(supports).__name__}")
+        if not supports:
+            raise ValueError(
+                "supports is empty: the model has no latent sites, so there is no posterior to fit; "
+                "declare each latent, e.g. supports={'x': constraints.real}"
+            )
         shapes = dict(shapes or {})
         init = dict(init or {})
         for extra, what in ((set(shapes) - set(supports), "shapes"), (set(init) - set(supports), "init")):
@@ -148,7 +157,10 @@ class Model:
             if not isinstance(support, constraints.Constraint):
                 raise TypeError(f"supports[{key!r}] must be a numpyro constraint, got {support!r}")
             if support.is_discrete:
-                raise ValueError(f"supports[{key!r}] is discrete ({support}); vibench fits continuous latents only")
+                raise ValueError(
+                    f"supports[{key!r}] is discrete ({support}): vibench fits continuous latents only; "
+                    "marginalise the discrete variable out of log_density (e.g. a logsumexp over its values)"
+                )
             transforms[key] = biject_to(support)
         z0 = {}
         for key, t in transforms.items():
@@ -173,7 +185,14 @@ class Model:
             return ravel_pytree({k: transforms[k].inv(jnp.asarray(values[k])) if k in values else v for k, v in unravel(init_z).items()})[0]
 
         label = name or _name(log_density)
-        out = jax.eval_shape(flat_log_density, init_z)
+        try:
+            out = jax.eval_shape(flat_log_density, init_z)
+        except (ValueError, TypeError, IndexError, KeyError) as err:
+            given = {k: tuple(np.shape(v)) for k, v in constrain(init_z).items()}
+            raise ValueError(
+                f"log_density of {label} raised {type(err).__name__} when called with values of shapes {given}: "
+                f"{str(err).rstrip('.')}. Check shapes= against the data the function uses"
+            ) from err
         if out.shape != ():
             raise ValueError(f"log_density of {label} must return a scalar, got shape {out.shape}")
         value = float(flat_log_density(init_z))
@@ -197,6 +216,14 @@ def _name(fn) -> str:
     return getattr(fn, "__name__", type(fn).__name__)
 
 
+def _call_error(model_fn, doing: str, err: Exception) -> ValueError:
+    return ValueError(
+        f"{_name(model_fn)} raised {type(err).__name__} while vibench was {doing}: {str(err).rstrip('.')}. Check that the "
+        "data passed to Model.from_numpyro have the shapes the model expects (each observed array's "
+        "shape must agree with its plates and its distribution's batch shape)"
+    )
+
+
 def _trace(model_fn, args, kwargs) -> dict:
     # Values from the init strategy rather than prior draws: improper priors cannot be sampled.
     seeded = handlers.substitute(handlers.seed(model_fn, 0), substitute_fn=init_to_median(num_samples=15))
@@ -204,7 +231,10 @@ def _trace(model_fn, args, kwargs) -> dict:
 
 
 def _check_numpyro_sites(model_fn, args, kwargs) -> None:
-    trace = _trace(model_fn, args, kwargs)
+    try:
+        trace = _trace(model_fn, args, kwargs)
+    except (ValueError, TypeError, IndexError) as err:
+        raise _call_error(model_fn, "tracing it", err) from err
     latent = []
     for name, site in trace.items():
         if site["type"] in ("param", "mutable"):
