@@ -20,7 +20,7 @@ from numpyro.distributions.transforms import biject_to
 from numpyro.infer import init_to_median
 from numpyro.infer.util import constrain_fn, initialize_model, log_density, unconstrain_fn
 
-__all__ = ["Model"]
+__all__ = ["Model", "check_model"]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -210,6 +210,21 @@ class Model:
             sites={k: tuple(np.shape(v)) for k, v in constrain(init_z).items()},
             name=label,
         )
+
+
+def check_model(obj, where: str) -> Model:
+    """``obj`` if it is a :class:`Model`; else a TypeError that says how to build one. Every entry
+    point that takes a model (``fit``, ``Fit.load``, the Workbench) calls this, so all say the same."""
+    if isinstance(obj, Model):
+        return obj
+    if callable(obj):
+        hint = (
+            f"; wrap the function first: vb.Model.from_numpyro({_name(obj)}, *args, **kwargs) for a NumPyro "
+            f"model, or vb.Model.from_log_density({_name(obj)}, supports) for a log density of named values"
+        )
+    else:
+        hint = "; build one with vb.Model.from_numpyro(model_fn, *args, **kwargs) or vb.Model.from_log_density(...)"
+    raise TypeError(f"{where} expects a vibench.Model, got {type(obj).__name__}{hint}")
 
 
 def _name(fn) -> str:
