@@ -119,6 +119,19 @@ class Fit:
         data = az.convert_to_inference_data({k: np.asarray(v)[None] for k, v in draws.items()})
         return az.summary(data, kind="stats")
 
+    def save(self, path) -> None:
+        """Write a checkpoint to ``path`` (see :mod:`vibench.checkpoint`); no code is stored."""
+        from .checkpoint import save
+
+        save(self, path)
+
+    @classmethod
+    def load(cls, path, model: Model, optimizer: Optional[optax.GradientTransformation] = None) -> "Fit":
+        """The fit saved at ``path``, for ``model`` (a custom optax optimizer must be passed again)."""
+        from .checkpoint import load
+
+        return load(path, model, optimizer=optimizer)
+
     def __repr__(self) -> str:
         last = np.asarray(self.trace.elbo)[~np.asarray(self.trace.rejected)][-100:]
         elbo = f"{np.mean(last):.4g}" if last.size else "n/a"
