@@ -3,7 +3,7 @@
 from . import engine, guides, models, objectives
 from .config import Config
 from .engine import Hyper, State, Trace, hyper_from_config, init_params, make_engine
-from .fit import Fit, fit
+from .fit import CallbackError, Fit, fit
 from .guides import Guide, register_guide
 from .model import Model
 from .objectives import Objective, register_objective
@@ -11,6 +11,7 @@ from .objectives import Objective, register_objective
 __version__ = "0.1.0"
 
 __all__ = [
+    "CallbackError",
     "Config",
     "Fit",
     "Guide",
