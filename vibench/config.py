@@ -225,7 +225,7 @@ def _check_optimizer_options(name: str, options: dict) -> None:
     allowed = set(inspect.signature(OPTIMIZERS[name]).parameters) - {"learning_rate"}
     unknown = set(options) - allowed
     if unknown:
-        raise ValueError(f"optimizer {name!r} has no option(s) {sorted(unknown)}; it takes {sorted(allowed)}")
+        raise ValueError(f"optimizer_options: optimizer {name!r} has no option(s) {sorted(unknown)}; it takes {sorted(allowed)}")
 
 
 def optimizer_options(config: Config) -> dict:
