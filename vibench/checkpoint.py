@@ -221,8 +221,11 @@ def _header(arrays: dict, path: str) -> dict:
             f"this vibench {_version()} reads versions up to {VERSION}: upgrade vibench to load it"
         )
     missing = {"model", "config", "key_impl", "num_leaves"} - set(header)
-    if missing:
-        raise ValueError(f"{path} is corrupted: its header lacks {sorted(missing)}")
+    model = header.get("model")
+    if not missing and not (isinstance(model, dict) and isinstance(model.get("sites"), dict) and isinstance(model.get("dim"), int)):
+        missing = {"model"}
+    if missing or not isinstance(header["num_leaves"], dict):
+        raise ValueError(f"{path} is corrupted: its header lacks or garbles {sorted(missing or {'num_leaves'})}")
     return header
 
 
@@ -238,7 +241,7 @@ def _check_model_matches(saved: dict, model: Model, path: str) -> None:
     else:
         differences += [f"site {k!r} shape {sites[k]} vs {model.sites[k]}" for k in sites if sites[k] != model.sites[k]]
     raise ValueError(
-        f"{path} holds a fit of another model ({saved['name']!r}); it cannot be loaded for {model!r}: "
+        f"{path} holds a fit of another model ({saved.get('name')!r}); it cannot be loaded for {model!r}: "
         + "; ".join(differences)
     )
 
