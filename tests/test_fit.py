@@ -190,6 +190,49 @@ def test_ctrl_c_returns_the_fit_so_far(schools):
     assert fit.stop_reason == "interrupted" and fit.num_steps == 600 and int(fit.state.step) == 600
 
 
+def _interrupt_at(stop_step):
+    def callback(step, trace, state):
+        if step == stop_step:
+            raise KeyboardInterrupt
+
+    return callback
+
+
+def _assert_same_run(a, b):
+    for x, y in zip(a.trace, b.trace):
+        np.testing.assert_array_equal(x, y)
+    for x, y in zip(jax.tree.leaves((a.params, a.state.opt_state)), jax.tree.leaves((b.params, b.state.opt_state))):
+        np.testing.assert_array_equal(x, y)
+    np.testing.assert_array_equal(jax.random.key_data(a.state.key), jax.random.key_data(b.state.key))
+    assert int(a.state.step) == int(b.state.step) and a.stop_reason == b.stop_reason
+    assert float(a.state.hyper.learning_rate) == float(b.state.hyper.learning_rate)
+
+
+@pytest.mark.parametrize("schedule", ["constant", "plateau"])
+def test_ctrl_c_then_resume_continues_exactly(schools, schedule):
+    # The plateau rule compares each chunk with the one before and halves the step size: what it
+    # knew at the interruption (the decayed rate, the last chunk's ELBO) must survive the resume.
+    config = vb.Config(schedule=schedule, learning_rate=0.05, num_steps=1200, chunk_size=100)
+    whole = vb.fit(schools, config, progress_bar=False)
+    part = vb.fit(schools, config, callbacks=[_interrupt_at(500)], progress_bar=False)
+    assert part.stop_reason == "interrupted" and part.num_steps == 500 and part.memory is not None
+    rest = vb.fit(schools, config.replace(num_steps=700), init=part, progress_bar=False)
+    _assert_same_run(rest, whole)
+    if schedule == "plateau":  # the rule acted on both sides of the interruption
+        assert float(whole.state.hyper.learning_rate) < float(part.state.hyper.learning_rate) < 0.05
+
+
+def test_rejected_steps_are_counted_in_the_fit_its_repr_and_the_progress_bar(capsys):
+    model = vb.Model.from_log_density(
+        lambda v: jnp.where(v["x"] > 3.0, jnp.nan, dist.Normal(2.0, 1.0).log_prob(v["x"])),
+        {"x": dist.constraints.real},
+    )
+    fit = vb.fit(model, num_steps=500, chunk_size=250, schedule="constant")
+    assert 0 < fit.num_rejected == int(fit.state.num_rejected) == int(np.sum(fit.trace.rejected))
+    assert f"rejected={fit.num_rejected}" in repr(fit)
+    assert f"rejected={fit.num_rejected}" in capsys.readouterr().err
+
+
 def test_early_stopping_on_relative_elbo_change(schools):
     fit = vb.fit(schools, num_steps=20_000, chunk_size=500, tol=0.05, progress_bar=False)
     assert fit.stop_reason == "converged" and fit.num_steps < 20_000

@@ -4,7 +4,7 @@ from . import diagnostics, engine, export, guides, models, objectives
 from .config import Config
 from .engine import Hyper, State, Trace, hyper_from_config, init_params, make_engine
 from .export import to_arviz
-from .fit import Fit, fit
+from .fit import CallbackError, Fit, fit
 from .guides import Guide, register_guide
 from .model import Density, Model, shard_data
 from .objectives import Objective, register_objective
@@ -12,6 +12,7 @@ from .objectives import Objective, register_objective
 __version__ = "0.1.0"
 
 __all__ = [
+    "CallbackError",
     "Config",
     "Density",
     "Fit",

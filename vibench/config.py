@@ -33,6 +33,7 @@ OPTIMIZERS = {
 _DEFAULT_OPTIONS = {"momentum": {"momentum": 0.9}}
 SCHEDULES = ("plateau", "constant", "exponential", "cosine")
 INITS = ("laplace", "map", "prior")
+MAX_STEPS = 2**31 - 1  # the engine counts steps in int32
 CUSTOM = "custom"  # the optimizer name recorded when fit() is handed an optax transformation
 
 
@@ -79,9 +80,9 @@ class Config:
             raise ValueError(f"unknown schedule {self.schedule!r}; known schedules: {list(SCHEDULES)}")
 
         set_("num_particles", _integer("num_particles", self.num_particles, low=1))
-        set_("num_steps", _integer("num_steps", self.num_steps, low=1))
-        set_("chunk_size", _integer("chunk_size", self.chunk_size, low=1))
-        set_("warmup_steps", _integer("warmup_steps", self.warmup_steps, low=0))
+        set_("num_steps", _integer("num_steps", self.num_steps, low=1, high=MAX_STEPS))
+        set_("chunk_size", _integer("chunk_size", self.chunk_size, low=1, high=MAX_STEPS))
+        set_("warmup_steps", _integer("warmup_steps", self.warmup_steps, low=0, high=MAX_STEPS))
         set_("seed", _integer("seed", self.seed, low=0, high=2**32 - 1))
         set_("learning_rate", _real("learning_rate", self.learning_rate, positive=True))
         set_("init_scale", _real("init_scale", self.init_scale, positive=True))
@@ -103,8 +104,10 @@ class Config:
             if self.guide != "lowrank":
                 raise ValueError(f"rank applies to guide 'lowrank' only, got guide={self.guide!r} with rank={self.rank}")
             set_("rank", _integer("rank", self.rank, low=1))
-        for name in ("guide_options", "optimizer_options"):
-            _check_type(name, getattr(self, name), dict)
+        # Options are stored as their JSON form: a Config stays serialisable, hashable per value and
+        # equal to its round trip (tuples become lists, NumPy scalars Python numbers).
+        set_("guide_options", _json_options("guide_options", self.guide_options, scalars=False))
+        set_("optimizer_options", _json_options("optimizer_options", self.optimizer_options, scalars=True))
         if self.optimizer in OPTIMIZERS:
             _check_optimizer_options(self.optimizer, self.optimizer_options)
         check_combination(guide, self.objective, self.use_stl, self.num_particles)
@@ -140,12 +143,25 @@ class Config:
 
     @classmethod
     def from_json(cls, text: str) -> "Config":
-        data = json.loads(text)
+        """The Config written by :meth:`to_json` (validated like any other)."""
+        if not isinstance(text, (str, bytes)):
+            raise TypeError(f"Config.from_json expects a JSON string, got {type(text).__name__}")
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"Config.from_json: the text is not JSON ({err}); pass the string Config.to_json() wrote") from None
         if not isinstance(data, dict):
-            raise ValueError("Config.from_json expects a JSON object")
+            raise ValueError(f"Config.from_json expects a JSON object, got a JSON {type(data).__name__}")
         version = data.pop("vibench_config", 1)
         if version != 1:
-            raise ValueError(f"this Config JSON has format version {version}; this vibench reads version 1")
+            raise ValueError(
+                f"this Config JSON has format version {version!r}; this vibench reads version 1 "
+                "(a newer vibench wrote it: upgrade vibench to read it)"
+            )
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - fields
+        if unknown:
+            raise ValueError(f"Config.from_json: unknown field(s) {sorted(unknown)}; fields: {sorted(fields)}")
         return cls(**data)
 
 
@@ -159,7 +175,7 @@ def _integer(name, value, low=None, high=None):
         raise TypeError(f"{name} must be an integer, got {value!r} of type {type(value).__name__}")
     value = int(value)
     if (low is not None and value < low) or (high is not None and value > high):
-        bounds = f">= {low}" if high is None else f"in [{low}, {high}]"
+        bounds = f">= {low}" + ("" if high is None else f" and <= {high}")
         raise ValueError(f"{name} must be an integer {bounds}, got {value}")
     return value
 
@@ -167,17 +183,49 @@ def _integer(name, value, low=None, high=None):
 def _real(name, value, positive=False):
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number, got {value!r} of type {type(value).__name__}")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # an int beyond float range
+        raise ValueError(f"{name} must be a finite number{' > 0' if positive else ''}, got {value}") from None
     if not math.isfinite(value) or (positive and value <= 0):
         raise ValueError(f"{name} must be a finite number{' > 0' if positive else ''}, got {value}")
     return value
+
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _json_options(name: str, options, scalars: bool) -> dict:
+    _check_type(name, options, dict)
+    plain = {}
+    for key, value in options.items():
+        if not isinstance(key, str):
+            raise TypeError(f"{name} keys must be option names (str), got {key!r} of type {type(key).__name__}")
+        if hasattr(value, "item") and getattr(value, "shape", None) == ():
+            value = value.item()  # a NumPy or JAX scalar
+        if scalars and not isinstance(value, _SCALARS):
+            raise TypeError(
+                f"{name}[{key!r}] must be a number, bool, str or None, got {value!r} of type "
+                f"{type(value).__name__}; for anything richer pass an optax transformation as fit(optimizer=...)"
+            )
+        try:
+            json.dumps(value, allow_nan=False)
+        except TypeError:
+            raise TypeError(
+                f"{name}[{key!r}] must be a JSON value (number, bool, str, None, or a list or dict of those) "
+                f"so the Config can be saved, got {value!r} of type {type(value).__name__}"
+            ) from None
+        except ValueError:
+            raise ValueError(f"{name}[{key!r}] must be finite, got {value!r}") from None
+        plain[key] = value
+    return json.loads(json.dumps(plain))
 
 
 def _check_optimizer_options(name: str, options: dict) -> None:
     allowed = set(inspect.signature(OPTIMIZERS[name]).parameters) - {"learning_rate"}
     unknown = set(options) - allowed
     if unknown:
-        raise ValueError(f"optimizer {name!r} has no option(s) {sorted(unknown)}; it takes {sorted(allowed)}")
+        raise ValueError(f"optimizer_options: optimizer {name!r} has no option(s) {sorted(unknown)}; it takes {sorted(allowed)}")
 
 
 def optimizer_options(config: Config) -> dict:

@@ -2,7 +2,8 @@
 
 The driver runs compiled chunks of ``config.chunk_size`` steps; between chunks it moves the chunk's
 trace to the host, updates the progress bar, calls callbacks and checks the stopping rules. Ctrl-C
-returns the fit as of the last finished chunk.
+returns the fit as of the last finished chunk; an exception in a callback stops the run there too
+and is re-raised as a :class:`CallbackError` that carries that fit.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import concurrent.futures
 import dataclasses
 import time
 import warnings
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
 
 import jax
 import jax.numpy as jnp
@@ -23,9 +24,9 @@ from .config import CUSTOM, Config
 from .engine import Precond, State, Trace, Whitened, cached, hyper_from_config, init_params, make_engine
 from .start import Start, find_start, lower_curvature
 from .guides import Guide, get_guide
-from .model import Model
+from .model import Model, check_model
 
-__all__ = ["Fit", "Plateau", "fit"]
+__all__ = ["CallbackError", "Fit", "Memory", "Plateau", "fit"]
 
 Callback = Callable[[int, Trace, State], Optional[bool]]
 
@@ -35,8 +36,11 @@ class Fit:
     """A fitted guide: the model, the Config, the engine state and the whole trace (NumPy arrays).
 
     ``stop_reason`` is one of ``"completed"``, ``"converged"`` (the plateau schedule's last decay
-    or ``config.tol`` reached), ``"callback"``, ``"interrupted"`` (Ctrl-C) or ``"diverged"`` (a
-    whole chunk rejected). ``start`` records the starting stage (its method, time and any fallback).
+    or ``config.tol`` reached), ``"callback"``, ``"interrupted"`` (Ctrl-C), ``"diverged"`` (a
+    whole chunk rejected) or ``"error"`` (a callback raised; see :class:`CallbackError`). ``start``
+    records the starting stage (its method, time and any fallback). ``memory`` is what the plateau
+    and ``tol`` rules carry from chunk to chunk (:class:`Memory`), so a resumed fit decides as an
+    unbroken run would.
 
     The guide's params live in whitened coordinates ``u`` (``fit.precond.to_z(u)`` is the model's
     flat space); every method here answers in the model's own coordinates.
@@ -50,6 +54,7 @@ class Fit:
     stop_reason: str = "completed"
     optimizer: Optional[optax.GradientTransformation] = None
     start: Optional[Start] = None
+    memory: Optional["Memory"] = None
 
     @property
     def guide(self) -> Guide:
@@ -90,11 +95,13 @@ class Fit:
 
     def mean(self, num_draws: int = 4000, key: Optional[jax.Array] = None) -> dict:
         """Posterior means of every site in its constrained space (Monte Carlo, ``num_draws``)."""
+        _check_count("num_draws", num_draws)
         draws = self.sample(_default_key(key), num_draws)
         return {k: np.asarray(v).mean(0) for k, v in draws.items()}
 
     def std(self, num_draws: int = 4000, key: Optional[jax.Array] = None) -> dict:
         """Posterior standard deviations of every site, constrained (Monte Carlo, ``num_draws``)."""
+        _check_count("num_draws", num_draws)
         draws = self.sample(_default_key(key), num_draws)
         return {k: np.asarray(v).std(0) for k, v in draws.items()}
 
@@ -133,6 +140,19 @@ class Fit:
 
         return khat(self, num_draws, key)
 
+    def save(self, path) -> None:
+        """Write a checkpoint to ``path`` (see :mod:`vibench.checkpoint`); no code is stored."""
+        from .checkpoint import save
+
+        save(self, path)
+
+    @classmethod
+    def load(cls, path, model: Model, optimizer: Optional[optax.GradientTransformation] = None) -> "Fit":
+        """The fit saved at ``path``, for ``model`` (a custom optax optimizer must be passed again)."""
+        from .checkpoint import load
+
+        return load(path, model, optimizer=optimizer)
+
     def __repr__(self) -> str:
         last = np.asarray(self.trace.elbo)[~np.asarray(self.trace.rejected)][-100:]
         elbo = f"{np.mean(last):.4g}" if last.size else "n/a"
@@ -161,12 +181,10 @@ def fit(
     of ``"laplace"``/``"map"``, the guide itself under ``"prior"``). ``optimizer`` takes any
     optax transformation (the Config then records ``"custom"``; its learning rate is not live).
     Each callback gets ``(step, trace_so_far, state)`` after every chunk; returning True stops.
+    A callback that raises stops the run after that chunk: the exception is re-raised as a
+    :class:`CallbackError` whose ``.fit`` holds the fit so far (resume it with ``init=err.fit``).
     """
-    if not isinstance(model, Model):
-        raise TypeError(
-            f"fit expects a vibench.Model, got {type(model).__name__}; build one with "
-            "vb.Model.from_numpyro(model_fn, *args, **kwargs) or vb.Model.from_log_density(...)"
-        )
+    check_model(model, "fit")
     if isinstance(init, str):  # fit(model, init="prior") names the Config's starting stage
         overrides, init = {**overrides, "init": init}, None
     config = _resolve_config(config, optimizer, overrides)
@@ -186,12 +204,14 @@ def fit(
         state, start = _resume_state(init, model, config, engine, hyper, optimizer), init.start
         history, elapsed = init.trace, init.wall_time
 
-    runner = _Runner(state, config, history, callbacks, progress_bar, model.name, plateau_signal(model, config))
+    memory = None if init is None else init.memory
+    runner = _Runner(state, config, history, memory, callbacks, progress_bar, model.name,
+                     plateau_signal(model, config), float(hyper.learning_rate))
     try:
         runner.run(engine)
     finally:
         runner.close()
-    return Fit(
+    result = Fit(
         model=model,
         config=config,
         state=runner.state,
@@ -200,7 +220,26 @@ def fit(
         stop_reason=runner.stop_reason,
         optimizer=optimizer,
         start=start,
+        memory=runner.memory,
     )
+    if runner.error is not None:
+        callback, step, err = runner.error
+        raise CallbackError(
+            f"callback {_name(callback)} raised {type(err).__name__} after step {step}: {err}. The run "
+            "stopped there; the fit so far is this error's .fit (resume with vb.fit(model, config, init=err.fit))",
+            result,
+        ) from err
+    return result
+
+
+class CallbackError(RuntimeError):
+    """A callback raised. The run stopped after the chunk the callback was shown, and ``fit`` is the
+    :class:`Fit` as of that chunk (``stop_reason == "error"``); the callback's exception is the
+    ``__cause__``."""
+
+    def __init__(self, message: str, fit: Fit):
+        super().__init__(message)
+        self.fit = fit
 
 
 def start_state(model: Model, config: Config, engine, hyper, init_values: Optional[dict] = None) -> tuple:
@@ -228,6 +267,19 @@ def start_state(model: Model, config: Config, engine, hyper, init_values: Option
     return engine.init(init_params(model, config, init_key, start=start), run_key, hyper, start.precond), start
 
 
+class Memory(NamedTuple):
+    """What the stopping rules carry from one chunk to the next; a resumed fit starts from it."""
+
+    last_chunk: tuple  # (mean, squared standard error) of the last chunk's accepted ELBOs: tol's reference
+    level: Optional[tuple]  # the plateau rule's reference: the last chunk that was a real improvement
+    waited: int  # chunks since that level without a real improvement
+
+
+def chunk_stats(elbo: np.ndarray) -> tuple:
+    """``(mean, squared standard error)`` of a chunk's accepted per-step ELBOs, as Python floats."""
+    return float(np.mean(elbo)), float(np.var(elbo)) / max(len(elbo), 1)
+
+
 class Plateau:
     """The ``"plateau"`` schedule: halve the learning rate once the chunk-mean ELBO has failed
     ``patience`` chunks running to rise above its last level by two standard errors, down to
@@ -235,26 +287,50 @@ class Plateau:
 
     Comparing against the last level that was a real improvement, not the previous chunk, lets a
     slow steady climb (a funnel's neck) accumulate until it counts instead of reading as a plateau.
+
+    A resumed run passes what the rule knew (from ``Fit.memory``): ``current``, the rate it had
+    decayed to, ``level``, the :func:`chunk_stats` of its last real improvement, and ``waited``,
+    the chunks since then.
     """
 
-    def __init__(self, learning_rate: float, final_lr_ratio: float, patience: int = 2):
-        self.learning_rate = float(learning_rate)
+    def __init__(
+        self,
+        learning_rate: float,
+        final_lr_ratio: float,
+        patience: int = 2,
+        *,
+        current: Optional[float] = None,
+        level: Optional[tuple] = None,
+        waited: int = 0,
+    ):
+        self.learning_rate = float(learning_rate if current is None else current)
         self.floor = float(learning_rate) * final_lr_ratio
         self.patience = patience
-        self._level: Optional[tuple] = None
-        self._waited = 0
+        self._level: Optional[tuple] = None if level is None else tuple(level)
+        self._waited = int(waited)
+
+    @property
+    def level(self) -> Optional[tuple]:
+        """``(mean, squared standard error)`` of the last chunk that was a real improvement."""
+        return self._level
+
+    @property
+    def waited(self) -> int:
+        """Chunks since :attr:`level` without a real improvement."""
+        return self._waited
 
     def update(self, elbo: np.ndarray, paired: bool = False) -> tuple:
         """``elbo``: the accepted per-step ELBOs of the last chunk, or with ``paired`` the ELBO of
         each of a fixed set of particles (the same noise every chunk, so that differences between
         chunks are compared draw by draw). Returns ``(learning_rate or None if unchanged, converged)``."""
         elbo = np.asarray(elbo, np.float64)
-        current = (float(np.mean(elbo)), float(np.var(elbo)) / max(len(elbo), 1), elbo)
+        # A paired level keeps its particles' values after (mean, squared standard error).
+        current = chunk_stats(elbo) + (tuple(map(float, elbo)) if paired else ())
         level = self._level
         if level is None:
             improved = True
         elif paired:
-            change = elbo - level[2]
+            change = elbo - np.asarray(level[2:])
             improved = np.mean(change) > 2.0 * np.std(change) / np.sqrt(len(change))
         else:
             improved = current[0] - level[0] > 2.0 * np.sqrt(current[1] + level[1])
@@ -288,9 +364,13 @@ PLATEAU_PARTICLES = 32
 class _Runner:
     """The chunk loop's mutable bookkeeping: state, a preallocated host trace, the progress bar."""
 
-    def __init__(self, state, config, history, callbacks, progress_bar, name, plateau_signal=None):
+    def __init__(self, state, config, history, memory, callbacks, progress_bar, name, plateau_signal=None,
+                 base_learning_rate=None):
         self.state, self.config, self.callbacks = state, config, tuple(callbacks)
+        self.memory: Optional[Memory] = memory
+        self.error: Optional[tuple] = None  # (callback, step, exception) when a callback raised
         self.plateau_signal = plateau_signal
+        self.base_learning_rate = config.learning_rate if base_learning_rate is None else base_learning_rate
         offset = 0 if history is None else len(history.loss)
         total = offset + config.num_steps
         self._buffers = Trace(
@@ -309,10 +389,19 @@ class _Runner:
         return Trace(*(buf[: self._filled] for buf in self._buffers))
 
     def run(self, engine) -> None:
-        remaining, previous_mean = self.config.num_steps, None
+        """Run chunks until done or stopped. After each chunk everything the next one depends on
+        (state, decayed learning rate, the rules' memory) is committed before any callback runs,
+        so a Ctrl-C at any point leaves a fit that ``init=`` continues exactly."""
+        remaining = self.config.num_steps
         plateau = None
         if self.config.schedule == "plateau":
-            plateau = Plateau(float(self.state.hyper.learning_rate), self.config.final_lr_ratio)
+            plateau = Plateau(
+                self.base_learning_rate,
+                self.config.final_lr_ratio,
+                current=float(self.state.hyper.learning_rate),
+                level=None if self.memory is None else self.memory.level,
+                waited=0 if self.memory is None else self.memory.waited,
+            )
         try:
             while remaining > 0:
                 n = min(self.config.chunk_size, remaining)
@@ -320,37 +409,52 @@ class _Runner:
                 chunk = jax.device_get(chunk)  # one transfer per chunk, not one per step
                 for buf, values in zip(self._buffers, chunk):
                     buf[self._filled : self._filled + n] = values
-                self.state, self._filled = state, self._filled + n
-                remaining -= n
                 accepted = ~chunk.rejected
-                chunk_mean = float(np.mean(chunk.elbo[accepted])) if accepted.any() else float("nan")
-                self._rejected += int(np.sum(chunk.rejected))
-                self._bar.update(n)
-                self._bar.set_postfix(elbo=f"{chunk_mean:.4g}", rejected=self._rejected, refresh=False)
                 if not accepted.any():
+                    self.state, self._filled = state, self._filled + n
+                    self._rejected += n
+                    self._bar.update(n)
+                    self._bar.set_postfix(elbo="n/a", rejected=self._rejected, refresh=False)
                     self._diverged(chunk)
                     return
-                if any(cb(self._filled, self.trace(), self.state) for cb in self.callbacks):
-                    self.stop_reason = "callback"
-                    return
+                current = chunk_stats(chunk.elbo[accepted])
+                converged = False
                 if plateau is not None:
                     if self.plateau_signal is None:
                         learning_rate, converged = plateau.update(chunk.elbo[accepted])
                     else:
-                        learning_rate, converged = plateau.update(self.plateau_signal(self.state), paired=True)
-                    if converged:
-                        self.stop_reason = "converged"
-                        return
+                        learning_rate, converged = plateau.update(self.plateau_signal(state), paired=True)
                     if learning_rate is not None:
-                        hyper = self.state.hyper._replace(learning_rate=np.float32(learning_rate))
-                        self.state = self.state._replace(hyper=hyper)
-                if self.config.tol is not None and previous_mean is not None:
-                    if abs(chunk_mean - previous_mean) <= self.config.tol * max(abs(previous_mean), 1e-12):
-                        self.stop_reason = "converged"
-                        return
-                previous_mean = chunk_mean
+                        state = state._replace(hyper=state.hyper._replace(learning_rate=np.float32(learning_rate)))
+                if self.config.tol is not None and self.memory is not None:
+                    previous_mean = self.memory.last_chunk[0]
+                    converged |= abs(current[0] - previous_mean) <= self.config.tol * max(abs(previous_mean), 1e-12)
+                memory = Memory(current, None, 0) if plateau is None else Memory(current, plateau.level, plateau.waited)
+                # One assignment: the state, the trace length and the rules' memory move together.
+                self.state, self._filled, self.memory = state, self._filled + n, memory
+                remaining -= n
+                self._rejected += int(np.sum(chunk.rejected))
+                self._bar.update(n)
+                self._bar.set_postfix(elbo=f"{current[0]:.4g}", rejected=self._rejected, refresh=False)
+                if self._callbacks_stop():
+                    return
+                if converged:
+                    self.stop_reason = "converged"
+                    return
         except KeyboardInterrupt:
             self.stop_reason = "interrupted"
+
+    def _callbacks_stop(self) -> bool:
+        for callback in self.callbacks:
+            try:
+                stop = callback(self._filled, self.trace(), self.state)
+            except Exception as err:  # noqa: BLE001 - re-raised by fit() with the fit so far
+                self.error, self.stop_reason = (callback, self._filled, err), "error"
+                return True
+            if stop:
+                self.stop_reason = "callback"
+                return True
+        return False
 
     def _diverged(self, chunk) -> None:
         if not np.all(np.isfinite(chunk.loss)):
@@ -405,8 +509,14 @@ def _resume_state(init, model, config, engine, hyper, optimizer) -> State:
 
 
 def _check_count(name: str, n: int) -> None:
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer >= 1, got {n!r} of type {type(n).__name__}")
+    if n < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {n!r}")
+
+
+def _name(fn) -> str:
+    return getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or type(fn).__name__
 
 
 def _default_key(key):

@@ -22,7 +22,7 @@ from numpyro.distributions.transforms import biject_to
 from numpyro.infer import init_to_median
 from numpyro.infer.util import constrain_fn, initialize_model, log_density, potential_energy, unconstrain_fn
 
-__all__ = ["Model", "Density", "shard_data"]
+__all__ = ["Model", "Density", "check_model", "shard_data"]
 
 
 class Density(NamedTuple):
@@ -103,10 +103,12 @@ class Model:
         unknown = set(init_values) - set(self.sites)
         if unknown:
             raise ValueError(f"init_values names unknown site(s) {sorted(unknown)}; the model's sites: {sorted(self.sites)}")
-        loc = self.unconstrain(init_values)
-        if not np.all(np.isfinite(np.asarray(loc))):
-            raise ValueError(f"init_values {dict(init_values)} lie outside the sites' supports")
-        return loc
+        for name, value in init_values.items():
+            if np.shape(value) != tuple(self.sites[name]):
+                raise ValueError(f"init_values[{name!r}] has shape {np.shape(value)}; the site's shape is {tuple(self.sites[name])}")
+            if not np.all(np.isfinite(np.asarray(self.unconstrain({name: value})))):
+                raise ValueError(f"init_values[{name!r}] = {value!r} lies outside the site's support; give a value inside it")
+        return self.unconstrain(init_values)
 
     def __repr__(self) -> str:
         sites = ", ".join(f"{k}: {tuple(v)}" for k, v in self.sites.items())
@@ -153,8 +155,13 @@ class Model:
         """
         if not callable(log_density):
             raise TypeError(f"log_density must be callable, got {type(log_density).__name__}")
-        if not isinstance(supports, Mapping) or not supports:
-            raise ValueError("supports must be a non-empty dict of name -> numpyro constraint")
+        if not isinstance(supports, Mapping):
+            raise TypeError(f"supports must be a dict of name -> numpyro constraint, got {type(supports).__name__}")
+        if not supports:
+            raise ValueError(
+                "supports is empty: the model has no latent sites, so there is no posterior to fit; "
+                "declare each latent, e.g. supports={'x': constraints.real}"
+            )
         if (data is None) != (log_likelihood is None):
             raise ValueError("data and log_likelihood go together: pass both (per-datum log-likelihood) or neither")
         shapes = dict(shapes or {})
@@ -167,7 +174,10 @@ class Model:
             if not isinstance(support, constraints.Constraint):
                 raise TypeError(f"supports[{key!r}] must be a numpyro constraint, got {support!r}")
             if support.is_discrete:
-                raise ValueError(f"supports[{key!r}] is discrete ({support}); vibench fits continuous latents only")
+                raise ValueError(
+                    f"supports[{key!r}] is discrete ({support}): vibench fits continuous latents only; "
+                    "marginalise the discrete variable out of log_density (e.g. a logsumexp over its values)"
+                )
             transforms[key] = biject_to(support)
         z0 = {}
         for key, t in transforms.items():
@@ -225,7 +235,14 @@ class Model:
             batch_size = None
             flat_log_density, joint_fn = flat(log_density), lambda z: log_density(constrain(z))
 
-        out = jax.eval_shape(flat_log_density, init_z)
+        try:
+            out = jax.eval_shape(flat_log_density, init_z)
+        except (ValueError, TypeError, IndexError, KeyError) as err:
+            given = {k: tuple(np.shape(v)) for k, v in constrain(init_z).items()}
+            raise ValueError(
+                f"log_density of {label} raised {type(err).__name__} when called with values of shapes {given}: "
+                f"{str(err).rstrip('.')}. Check shapes= against the data the function uses"
+            ) from err
         if out.shape != ():
             raise ValueError(f"log_density of {label} must return a scalar, got shape {out.shape}")
         value = float(flat_log_density(init_z))
@@ -334,6 +351,8 @@ def _numpyro_model(model_fn, args, kwargs, plates: dict, batch: Optional[int]) -
             f"{_nonfinite_sites(model_fn, args, kwargs)}; check the data for NaN or values "
             "outside the likelihood's support, and that the priors and data shapes agree"
         ) from err
+    except (ValueError, TypeError, IndexError) as err:
+        raise _call_error(model_fn, "evaluating its log density", err) from err
     init_z, unravel = ravel_pytree(info.param_info.z)
 
     def bind(arrays, key):
@@ -376,8 +395,31 @@ def _numpyro_model(model_fn, args, kwargs, plates: dict, batch: Optional[int]) -
     )
 
 
+def check_model(obj, where: str) -> Model:
+    """``obj`` if it is a :class:`Model`; else a TypeError that says how to build one. Every entry
+    point that takes a model (``fit``, ``Fit.load``, the Workbench) calls this, so all say the same."""
+    if isinstance(obj, Model):
+        return obj
+    if callable(obj):
+        hint = (
+            f"; wrap the function first: vb.Model.from_numpyro({_name(obj)}, *args, **kwargs) for a NumPyro "
+            f"model, or vb.Model.from_log_density({_name(obj)}, supports) for a log density of named values"
+        )
+    else:
+        hint = "; build one with vb.Model.from_numpyro(model_fn, *args, **kwargs) or vb.Model.from_log_density(...)"
+    raise TypeError(f"{where} expects a vibench.Model, got {type(obj).__name__}{hint}")
+
+
 def _name(fn) -> str:
     return getattr(fn, "__name__", type(fn).__name__)
+
+
+def _call_error(model_fn, doing: str, err: Exception) -> ValueError:
+    return ValueError(
+        f"{_name(model_fn)} raised {type(err).__name__} while vibench was {doing}: {str(err).rstrip('.')}. Check that the "
+        "data passed to Model.from_numpyro have the shapes the model expects (each observed array's "
+        "shape must agree with its plates and its distribution's batch shape)"
+    )
 
 
 def _trace(model_fn, args, kwargs) -> dict:
@@ -388,7 +430,10 @@ def _trace(model_fn, args, kwargs) -> dict:
 
 def _check_numpyro_sites(model_fn, args, kwargs) -> dict:
     """Check the latent sites; return the subsampled plates, ``{name: (size, subsample_size)}``."""
-    trace = _trace(model_fn, args, kwargs)
+    try:
+        trace = _trace(model_fn, args, kwargs)
+    except (ValueError, TypeError, IndexError) as err:
+        raise _call_error(model_fn, "tracing it", err) from err
     plates = {
         name: tuple(site["args"])
         for name, site in trace.items()
