@@ -157,7 +157,7 @@ def test_diagnose_reads_rejected_steps_and_a_start_that_fell_back():
     rejected[[10, 11, 250, 399]] = True
     elbo = np.where(rejected, np.nan, -3.0 + 0.01 * np.random.default_rng(0).standard_normal(400))
     trace = vb.Trace(-elbo, elbo, np.where(rejected, np.inf, 1.0), rejected)
-    message = "no MAP: L-BFGS left the region where the log density is finite; started from the model's initial point"
+    message = "no MAP: BFGS left the region where the log density is finite; started from the model's initial point"
     params, precond = whitened(np.zeros(2), np.ones(2))
     fit = fit_at(gaussian(np.eye(2)), params, precond, trace=trace, start=Start("prior", precond, 0.1, message, 1.5))
     report = vb.diagnostics.diagnose(fit, num_draws=1000, key=jax.random.key(0), window=100)

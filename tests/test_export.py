@@ -195,7 +195,7 @@ def test_the_starting_stage_is_kept_per_chain(tmp_path):
     model = gaussian(np.eye(2))
     params = meanfield_params(np.zeros(2), np.ones(2))
     precond = Precond(jnp.zeros(2), jnp.ones(2), jnp.float32(0.0))
-    message = "no MAP: L-BFGS left the region where the log density is finite; started from the model's initial point"
+    message = "no MAP: BFGS left the region where the log density is finite; started from the model's initial point"
     fell_back = fit_at(model, params, start=Start("prior", precond, 0.1, message, 0.25), init="laplace")
     without = fit_at(model, params, init="prior")  # made by hand: no starting stage recorded
     idata = vb.to_arviz([fell_back, without], num_draws=10, log_likelihood=False)

@@ -1,4 +1,4 @@
-"""The default starting stage (L-BFGS MAP, Laplace, whitening) and the plateau schedule.
+"""The default starting stage (BFGS MAP, Laplace, whitening) and the plateau schedule.
 
 The fits here use nothing but ``vb.fit(model, guide=...)``: the defaults alone must get badly scaled
 and strongly correlated posteriors right, and say so when they cannot start from a MAP.
@@ -96,7 +96,8 @@ def test_badly_scaled_logistic_regression_matches_nuts():
     X = (rng.normal(size=(400, 3)) * scales).astype(np.float32)
     logits = 0.3 + X @ (np.array([1.0, -1.0, 0.5]) / scales)
     y = (rng.random(400) < 1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
-    mcmc = MCMC(NUTS(logistic_regression, dense_mass=True), num_warmup=500, num_samples=2000, progress_bar=False)
+    # 10,000 draws: a mean's Monte Carlo error near 0.02 sd, small beside the 0.1 sd tolerance.
+    mcmc = MCMC(NUTS(logistic_regression, dense_mass=True), num_warmup=1000, num_samples=10_000, progress_bar=False)
     mcmc.run(jax.random.key(0), X, y)
     reference = np.column_stack([mcmc.get_samples()["intercept"], mcmc.get_samples()["beta"]])
 

@@ -61,7 +61,7 @@ class Config:
     warmup_steps: int = 0
     final_lr_ratio: float = 0.01
     clip_norm: Optional[float] = None
-    num_steps: int = 5000
+    num_steps: int = 10_000
     seed: int = 0
     chunk_size: int = 500
     tol: Optional[float] = None
