@@ -16,6 +16,7 @@ from numpyro.infer import MCMC, NUTS
 
 import vibench as vb
 from vibench.fit import Plateau
+from vibench.start import _laplace
 
 
 def linear_regression(X, y, noise_sd, prior_sd):
@@ -117,20 +118,27 @@ def test_a_funnel_falls_back_to_the_plain_start_and_says_so():
     assert fit.elbo(key, num_particles=5000) >= plain.elbo(key, num_particles=5000) - 0.05
 
 
-def test_a_singular_hessian_falls_back_to_its_diagonal():
-    # The MAP is at 0, where the quartic terms have no curvature and (x - y)^2 curves one direction.
+def test_curvature_that_is_not_positive_definite_falls_back():
+    x, grad = np.zeros(2), np.zeros(2)
+    # Indefinite with a positive diagonal (float32 curvature noise on a near-singular posterior):
+    # whitened by the diagonal only.
+    start = _laplace(x, grad, np.array([[1.0, 2.0], [2.0, 1.0]]), "full")
+    assert start.method == "laplace-diagonal" and "not positive definite" in start.message
+    np.testing.assert_allclose(np.diag(np.asarray(start.precond.scale)), 1.0)
+    # No curvature at all along an axis, or a point still far up a slope: no Laplace start.
+    assert _laplace(x, grad, np.array([[1.0, 0.0], [0.0, 0.0]]), "full") is None
+    assert _laplace(x, np.array([30.0, 0.0]), np.eye(2), "diag") is None
+
+
+def test_a_flat_topped_posterior_still_fits():
+    # Quartic: zero curvature at the mode. The finite-difference curvature sees it at the scale
+    # of its steps, and the fit from there is right.
     model = vb.Model.from_log_density(
         lambda v: -(v["x"] ** 4).sum() - (v["x"][0] - v["x"][1]) ** 2, {"x": dist.constraints.real}, shapes={"x": (2,)}
     )
-    with pytest.warns(UserWarning, match="not positive definite"):
-        fit = vb.fit(model, guide="fullrank", num_steps=2000, progress_bar=False)
-    assert fit.start.method == "laplace-diagonal"
+    fit = vb.fit(model, guide="fullrank", progress_bar=False)
     assert np.all(np.isfinite(fit.trace.elbo)) and np.abs(fit.mean()["x"]).max() < 0.1
-
-    flat = vb.Model.from_log_density(lambda v: -(v["x"] ** 4).sum(), {"x": dist.constraints.real}, shapes={"x": (2,)})
-    with pytest.warns(UserWarning, match="flat to second order"):
-        fit = vb.fit(flat, guide="meanfield", num_steps=500, progress_bar=False)
-    assert fit.start.method == "prior"
+    assert np.all((0.3 < fit.std()["x"]) & (fit.std()["x"] < 0.8))
 
 
 def test_map_start_and_prior_start(badly_scaled_regression):
@@ -145,8 +153,8 @@ def test_map_start_and_prior_start(badly_scaled_regression):
 
 
 def test_plateau_halves_after_patience_and_converges_at_the_floor():
-    rng = np.random.default_rng(0)
-    noise = lambda: rng.normal(0.0, 1.0, 500)  # noqa: E731
+    spread = np.linspace(-1.0, 1.0, 500)  # the same per-step scatter every chunk
+    noise = lambda: spread  # noqa: E731
     rule = Plateau(0.01, final_lr_ratio=0.25, patience=2)
     # A steady climb never decays the step size, however slow each chunk's part of it.
     assert all(rule.update(level + noise()) == (None, False) for level in np.linspace(0.0, 2.0, 6))

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from .config import CUSTOM, Config
 from .engine import Precond, State, Trace, Whitened, cached, hyper_from_config, init_params, make_engine
-from .start import Start, find_start, lower_curvature
+from .start import Start, find_start
 from .guides import Guide, get_guide
 from .model import Model, check_model
 
@@ -258,11 +258,9 @@ def start_state(model: Model, config: Config, engine, hyper, init_values: Option
     template_state = engine.init(init_params(model, config, init_key, start=template), run_key, hyper, template.precond)
     first = min(config.chunk_size, config.num_steps)
     chunk = engine.run_chunk.lower(template_state, first)
-    curvature = lower_curvature(model)
-    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
         compiled_chunk = pool.submit(chunk.compile)
-        compiled_curvature = pool.submit(curvature.compile)
-        start = find_start(model, config, init_values, curvature=compiled_curvature.result)
+        start = find_start(model, config, init_values)
         compiled_chunk.result()
     return engine.init(init_params(model, config, init_key, start=start), run_key, hyper, start.precond), start
 
@@ -276,12 +274,18 @@ class Memory(NamedTuple):
 
 
 def chunk_stats(elbo: np.ndarray) -> tuple:
-    """``(mean, squared standard error)`` of a chunk's accepted per-step ELBOs, as Python floats."""
-    return float(np.mean(elbo)), float(np.var(elbo)) / max(len(elbo), 1)
+    """``(centre, squared standard error)`` of a chunk's accepted per-step ELBOs, as Python floats:
+    the median and its standard error from the median absolute deviation. Robust, because a poor
+    guide's per-step ELBOs are heavy-tailed: a single draw 1e7 below the rest made a chunk's mean
+    and variance useless, and the plateau rule read a steep climb as a plateau."""
+    elbo = np.asarray(elbo, np.float64)
+    centre = float(np.median(elbo))
+    spread = 1.4826 * float(np.median(np.abs(elbo - centre)))
+    return centre, (1.2533 * spread) ** 2 / max(len(elbo), 1)
 
 
 class Plateau:
-    """The ``"plateau"`` schedule: halve the learning rate once the chunk-mean ELBO has failed
+    """The ``"plateau"`` schedule: halve the learning rate once the chunk-median ELBO has failed
     ``patience`` chunks running to rise above its last level by two standard errors, down to
     ``final_lr_ratio`` of the base; a plateau at the floor means converged.
 

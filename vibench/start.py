@@ -26,7 +26,7 @@ import scipy.optimize
 from .engine import Precond, cached, identity_precond
 from .guides import get_guide
 
-__all__ = ["Start", "find_start", "lower_curvature"]
+__all__ = ["Start", "find_start"]
 
 MAX_ITERATIONS = 300
 
@@ -43,24 +43,19 @@ class Start(NamedTuple):
     seconds: float
 
 
-def find_start(model, config, init_values: Optional[dict] = None, curvature=None) -> Start:
-    """Run the starting stage that ``config.init`` names; never raises for a model without a MAP.
-
-    ``curvature``: a callable returning the compiled curvature function (see
-    :func:`lower_curvature`), or None to compile it here.
-    """
+def find_start(model, config, init_values: Optional[dict] = None) -> Start:
+    """Run the starting stage that ``config.init`` names; never raises for a model without a MAP."""
     began = time.perf_counter()
     whitening = get_guide(config.guide).whitening
     loc = model.initial_point(init_values)
     plain = Start("prior", identity_precond(loc, whitening), config.init_scale, "", 0.0)
     if config.init == "prior":
         return plain
-    x, value, iterations = (np.asarray(a) for a in _lbfgs(model)(loc))
+    x, value, iterations, scale = _bfgs(model)(loc)
     elapsed = lambda: time.perf_counter() - began  # noqa: E731
     if not (np.isfinite(value) and np.all(np.isfinite(x))):
         return plain._replace(message=f"no MAP: BFGS left the region where the log density is finite; started from the model's initial point", seconds=elapsed())
-    curvature_fn = _curvature(model) if curvature is None else curvature()
-    x, grad, precision = _newton(curvature_fn, x.astype(np.float64))
+    x, grad, precision = _newton(_value_and_grad(model), x, scale)
     if config.init == "map":
         return Start("map", identity_precond(jnp.asarray(x, jnp.float32), whitening), config.init_scale, "", elapsed())
     start = _laplace(x, grad, precision, whitening)
@@ -76,37 +71,93 @@ def find_start(model, config, init_values: Optional[dict] = None, curvature=None
                 "steeply (a funnel, or an improper posterior)"
             )
         return plain._replace(message=f"{reason}; started from the model's initial point", seconds=elapsed())
-    return start._replace(seconds=elapsed())
+    return _tighten(start, _value_and_grad(model))._replace(seconds=elapsed())
 
 
-def _newton(curvature_fn, x, max_iterations=20):
-    """Polish the BFGS point with damped Newton steps: in float32, BFGS stalls in the narrow
-    valleys of badly scaled posteriors short of the mode, where the Hessian already knows the way.
-    Returns ``(x, grad, precision)`` at the last point, all float64."""
+def _tighten(start: Start, value_and_grad, limit: float = 2.0) -> Start:
+    """Shrink whitened axes along which the Laplace Gaussian is far too wide.
+
+    One sd out along each axis of ``u``, a Gaussian posterior's log density drops by 0.5; where it
+    drops by more than ``limit`` (a flat-topped mode whose curvature vanishes there: a quartic, a
+    ridge), the axis is shrunk until it does not. A near-Gaussian posterior is left as it is, and
+    the check costs a few log-density calls per axis.
+    """
+    precond = start.precond
+    scale = np.asarray(precond.scale, np.float64)
+    shift = np.asarray(precond.shift, np.float64)
+    full = scale.ndim == 2
+    top = float(value_and_grad(jnp.asarray(shift, jnp.float32))[0])
+    factors = np.ones(shift.shape[0])
+    for j in range(shift.shape[0]):
+        axis = scale[:, j] if full else np.eye(shift.shape[0])[j] * scale[j]
+        for sign in (1.0, -1.0):
+            t = factors[j]
+            for _ in range(30):
+                value = float(value_and_grad(jnp.asarray(shift + sign * t * axis, jnp.float32))[0])
+                drop = top - value if np.isfinite(value) else np.inf
+                if drop <= limit:
+                    break
+                # Exact in one step for a quadratic; a few for steeper walls.
+                t *= min(0.5, np.sqrt(0.5 / drop)) if np.isfinite(drop) else 0.1
+            factors[j] = min(factors[j], t)
+    if np.all(factors == 1.0):
+        return start
+    scale = scale * factors[None, :] if full else scale * factors
+    log_det = float(precond.log_det) + float(np.sum(np.log(factors)))
+    return start._replace(precond=_precond(shift, scale, log_det))
+
+
+def _newton(value_and_grad, x, scale, max_iterations=20):
+    """Polish the BFGS point with damped Newton steps: with float32 gradients BFGS can stop in the
+    narrow valleys of badly scaled posteriors short of the mode, where the Hessian knows the way.
+    ``scale`` ``(d,)``: rough posterior sds, the finite-difference steps' sizes. Returns ``(x,
+    grad, precision)`` at the last point, float64; ``grad`` is of log p, ``precision`` = -Hessian."""
 
     def evaluate(point):
-        value, grad, hessian = (np.asarray(a, np.float64) for a in curvature_fn(jnp.asarray(point, jnp.float32)))
-        return value, grad, -0.5 * (hessian + hessian.T)
+        value, grad = value_and_grad(jnp.asarray(point, jnp.float32))
+        return float(value), np.asarray(grad, np.float64)
 
-    value, grad, precision = evaluate(x)
+    value, grad = evaluate(x)
+    precision = _precision(evaluate, x, scale)
     for _ in range(max_iterations):
         if not (np.isfinite(value) and np.all(np.isfinite(precision))):
             break
         try:
-            step = np.linalg.solve(np.linalg.cholesky(precision).T, np.linalg.solve(np.linalg.cholesky(precision), grad))
+            chol = np.linalg.cholesky(precision)
         except np.linalg.LinAlgError:
             break
-        decrement = float(grad @ step)
-        if decrement < 1e-6:
+        step = np.linalg.solve(chol.T, np.linalg.solve(chol, grad))
+        if float(grad @ step) < 1e-6:
             break
         for size in (1.0, 0.5, 0.25, 0.1, 0.01):
             candidate = evaluate(x + size * step)
             if np.isfinite(candidate[0]) and candidate[0] >= value - 1e-6 * abs(value):
-                x, (value, grad, precision) = x + size * step, candidate
+                x, (value, grad) = x + size * step, candidate
+                scale = np.sqrt(np.clip(np.diag(np.linalg.inv(precision)), 1e-30, None))
+                precision = _precision(evaluate, x, scale)
                 break
         else:
             break
     return x, grad, precision
+
+
+def _precision(evaluate, x, scale, relative_step=1e-2):
+    """``-Hessian`` ``(d, d)`` of log p at ``x`` by central differences of the gradient, with steps
+    of ``relative_step`` posterior sds along each axis: 2d calls of the compiled gradient, where
+    compiling ``jax.hessian`` cost as much as compiling the whole training chunk. The step actually
+    taken is measured after rounding to float32, so rounding does not bias the quotient."""
+    d = x.shape[0]
+    columns = np.empty((d, d))
+    for i in range(d):
+        h = relative_step * (scale[i] if np.isfinite(scale[i]) and scale[i] > 0 else 1.0)
+        up, down = x.copy(), x.copy()
+        up[i] += h
+        down[i] -= h
+        taken = float(np.float32(up[i])) - float(np.float32(down[i]))
+        if taken == 0.0:
+            return np.full((d, d), np.nan)
+        columns[i] = (evaluate(up)[1] - evaluate(down)[1]) / taken
+    return -0.5 * (columns + columns.T)
 
 
 def _laplace(x, grad, precision, whitening) -> Optional[Start]:
@@ -146,19 +197,24 @@ def _precond(shift, scale, log_det) -> Precond:
     return Precond(f32(shift), f32(scale), f32(log_det))
 
 
-def _lbfgs(model):
-    """``run(z0) -> (x, -log p(x), iterations)``: SciPy's BFGS on the host, in float64, calling one
-    jitted value-and-gradient of the log density. Its compile is a fraction of a compiled optimiser
-    loop's (optax's L-BFGS in a while_loop took 3.4 s to compile on an HMM where this takes under
-    0.5 s), and the run itself is milliseconds. BFGS rather than L-BFGS-B: on eight posteriordb
-    posteriors it reached every mode that exists, where L-BFGS-B's line search gave up after a
-    step out of the support (a mixture) and stopped short on an ill-conditioned regression; its
-    d x d inverse Hessian costs no more than the Laplace stage's own Hessian."""
-    value_and_grad = cached(model, ("value_and_grad",), lambda: jax.jit(jax.value_and_grad(lambda z: -model.log_density(z))))
+def _value_and_grad(model):
+    return cached(model, ("value_and_grad",), lambda: jax.jit(jax.value_and_grad(model.log_density)))
+
+
+def _bfgs(model):
+    """``run(z0) -> (x, -log p(x), iterations, sds)``: SciPy's BFGS on the host, in float64,
+    calling one jitted value-and-gradient of the log density; ``sds`` ``(d,)`` are the square
+    roots of the diagonal of BFGS's inverse-Hessian estimate. Its compile is a fraction of a
+    compiled optimiser loop's (optax's L-BFGS in a while_loop took 3.4 s to compile on an HMM where
+    this takes under 0.5 s), and the run itself is milliseconds. BFGS rather than L-BFGS-B: on
+    eight posteriordb posteriors it reached every mode that exists, where L-BFGS-B's line search
+    gave up after a step out of the support (a mixture) and stopped short on an ill-conditioned
+    regression; its d x d inverse Hessian costs no more than the Laplace stage's own Hessian."""
+    value_and_grad = _value_and_grad(model)
 
     def objective(x):
         value, grad = value_and_grad(jnp.asarray(x, jnp.float32))
-        value, grad = float(value), np.asarray(grad, np.float64)
+        value, grad = -float(value), -np.asarray(grad, np.float64)
         if not (np.isfinite(value) and np.all(np.isfinite(grad))):
             # Outside the density's support: a wall the line search backs away from.
             return np.inf, np.zeros_like(grad)
@@ -168,29 +224,10 @@ def _lbfgs(model):
         x0 = np.asarray(z0, np.float64)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            result = scipy.optimize.minimize(
-                objective, x0, jac=True, method="BFGS", options={"maxiter": MAX_ITERATIONS, "gtol": 1e-6}
-            )
-        x = result.x if np.isfinite(result.fun) else x0
-        value = result.fun if np.isfinite(result.fun) else objective(x0)[0]
-        return x, value, result.nit
+            result = scipy.optimize.minimize(objective, x0, jac=True, method="BFGS", options={"maxiter": MAX_ITERATIONS, "gtol": 1e-6})
+        if not np.isfinite(result.fun):
+            return x0, objective(x0)[0], result.nit, np.ones_like(x0)
+        sds = np.sqrt(np.abs(np.diag(np.atleast_2d(result.hess_inv))))
+        return result.x, result.fun, result.nit, sds
 
     return run
-
-
-def lower_curvature(model):
-    """The starting stage's curvature function, lowered but not compiled: ``.compile()`` it in a
-    thread while BFGS runs, and hand the result to :func:`find_start`. (NumPyro's handler stack
-    is global, so tracing a model must stay on one thread; XLA's compile need not.)"""
-    return _curvature(model).lower(model.init_z)
-
-
-def _curvature(model):
-    def build():
-        def curvature(z):
-            value, grad = jax.value_and_grad(model.log_density)(z)
-            return value, grad, jax.hessian(model.log_density)(z)
-
-        return jax.jit(curvature)
-
-    return cached(model, ("curvature",), build)
