@@ -137,3 +137,15 @@ def test_shard_data_needs_an_even_split():
     assert vb.shard_data(np.ones((3, 2)), devices=devices).shape == (3, 2)
     with pytest.raises(ValueError, match="must divide evenly"):
         vb.shard_data(np.ones(3), devices=jax.devices() * 2 if len(jax.devices()) == 1 else jax.devices())
+
+
+def test_with_batch_size_none_means_all_data():
+    X, y = models.logistic_regression_data(300, 2)
+    declared = vb.Model.from_numpyro(subsampled_logistic, X, y, batch_size=50)
+    assert declared.batch_size == 50
+    full = declared.with_batch_size(None)
+    assert full.batch_size is None
+    reference = vb.Model.from_numpyro(subsampled_logistic, X, y)
+    z = jnp.array([0.3, -0.2])
+    np.testing.assert_allclose(full.density(key=jax.random.key(0)).log_density(z), reference.log_density(z), rtol=1e-6)
+    assert declared.with_batch_size(20).batch_size == 20

@@ -322,6 +322,9 @@ class _Plates(Messenger):
             msg["value"], msg["args"] = jax.random.randint(key, (batch,), 0, size), (size, batch)
 
 
+_ALL_DATA = 0  # rebuild's batch for "every data point", where None means the plates' own subsample_size
+
+
 def _numpyro_model(model_fn, args, kwargs, plates: dict, batch: Optional[int]) -> Model:
     leaves, treedef = jax.tree.flatten((args, kwargs))
     dynamic = [i for i, leaf in enumerate(leaves) if isinstance(leaf, (np.ndarray, jax.Array)) and np.ndim(leaf) >= 1]
@@ -389,9 +392,9 @@ def _numpyro_model(model_fn, args, kwargs, plates: dict, batch: Optional[int]) -
         model_kwargs=kwargs,
         data=data,
         bind=bind,
-        batch_size=(batch or plates[first][1]) if plates else None,
+        batch_size=(batch or plates[first][1]) if plates and batch != _ALL_DATA else None,
         num_data=plates[first][0] if plates else None,
-        rebuild=(lambda b: _numpyro_model(model_fn, args, kwargs, plates, b)) if plates else None,
+        rebuild=(lambda b: _numpyro_model(model_fn, args, kwargs, plates, _ALL_DATA if b is None else b)) if plates else None,
     )
 
 
