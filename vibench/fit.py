@@ -26,7 +26,7 @@ from .start import Start, find_start
 from .guides import Guide, get_guide
 from .model import Model, check_model
 
-__all__ = ["CallbackError", "Fit", "Memory", "Plateau", "fit"]
+__all__ = ["CallbackError", "Fit", "Memory", "Plateau", "fit", "start_fit"]
 
 Callback = Callable[[int, Trace, State], Optional[bool]]
 
@@ -35,7 +35,7 @@ Callback = Callable[[int, Trace, State], Optional[bool]]
 class Fit:
     """A fitted guide: the model, the Config, the engine state and the whole trace (NumPy arrays).
 
-    ``stop_reason`` is one of ``"completed"``, ``"converged"`` (the plateau schedule's last decay
+    ``stop_reason`` is one of ``"started"`` (no steps yet: :func:`start_fit`), ``"completed"``, ``"converged"`` (the plateau schedule's last decay
     or ``config.tol`` reached), ``"callback"``, ``"interrupted"`` (Ctrl-C), ``"diverged"`` (a
     whole chunk rejected) or ``"error"`` (a callback raised; see :class:`CallbackError`). ``start``
     records the starting stage (its method, time and any fallback). ``memory`` is what the plateau
@@ -232,6 +232,22 @@ def fit(
     return result
 
 
+def start_fit(model: Model, config: Optional[Config] = None, init_values: Optional[dict] = None, **overrides) -> Fit:
+    """A fit of zero steps: the guide as the starting stage (``config.init``) leaves it.
+
+    ``fit(model, config, init=start_fit(model, config))`` runs exactly as ``fit(model, config)``
+    does; the Workbench uses this to show the starting stage apart from training. The first chunk
+    is compiled while the stage runs, so ``wall_time`` counts both. Unlike :func:`fit` it does
+    not warn when the stage falls back: ``.start.message`` says why.
+    """
+    check_model(model, "start_fit")
+    config = _resolve_config(config, None, overrides)
+    began = time.perf_counter()
+    state, start = start_state(model, config, make_engine(model, config), hyper_from_config(config, model), init_values)
+    empty = Trace(*(np.zeros(0, dtype) for dtype in (np.float32, np.float32, np.float32, bool)))
+    return Fit(model, config, state, empty, time.perf_counter() - began, stop_reason="started", start=start)
+
+
 class CallbackError(RuntimeError):
     """A callback raised. The run stopped after the chunk the callback was shown, and ``fit`` is the
     :class:`Fit` as of that chunk (``stop_reason == "error"``); the callback's exception is the
@@ -244,7 +260,7 @@ class CallbackError(RuntimeError):
 
 def start_state(model: Model, config: Config, engine, hyper, init_values: Optional[dict] = None) -> tuple:
     """``(State, Start)``: the first state of a new fit, after the starting stage that
-    ``config.init`` names (the Workbench calls this too, off the main thread's chunk loop)."""
+    ``config.init`` names."""
     init_key = jax.random.key(config.seed)
     # The RBG generator compiles several times faster than threefry on CPU, for the same noise
     # quality a VI gradient needs.

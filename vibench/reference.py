@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-__all__ = ["compare", "plot_compare"]
+__all__ = ["compare", "plot_compare", "scalar_draws"]
 
 
 def compare(approx, reference, var_names: Optional[Sequence[str]] = None, num_draws: int = 4000, key=None):
@@ -67,6 +67,19 @@ def plot_compare(approx, reference, var_names: Optional[Sequence[str]] = None, n
         ax.set_visible(False)
     axes[0].legend(fontsize="small")
     return fig
+
+
+def scalar_draws(source, num_draws: int = 4000, key=None) -> dict:
+    """``{label: (S,) float64 draws}``, one entry per scalar parameter (``"theta[3]"``), from a
+    :class:`vibench.Fit` (``num_draws`` guide draws), InferenceData, Dataset or dict of draws."""
+    from .diagnostics import _default_key
+
+    draws, coords = _draws(source, num_draws, _default_key(key), None)
+    out = {}
+    for name, values in draws.items():
+        flat = values.reshape(len(values), -1)
+        out.update(zip(_labels(name, values.shape[1:], coords.get(name)), flat.T))
+    return out
 
 
 def _paired(approx, reference, var_names, num_draws, key) -> dict:
