@@ -11,6 +11,16 @@ from .objectives import Objective, register_objective
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name):
+    # The Workbench pulls in ipywidgets and matplotlib: imported on first use, so that headless
+    # fits (scripts, the CLI, CI) do not pay for them.
+    if name == "Workbench":
+        from .widgets import Workbench
+
+        return Workbench
+    raise AttributeError(f"module 'vibench' has no attribute {name!r}")
+
 __all__ = [
     "CallbackError",
     "Config",
@@ -22,6 +32,7 @@ __all__ = [
     "Objective",
     "State",
     "Trace",
+    "Workbench",
     "diagnostics",
     "engine",
     "export",

@@ -1,0 +1,290 @@
+"""The Workbench driven through its widgets, without a browser: buttons are clicked and values set
+as a person would, and the Fit, the traces and the plots are checked."""
+
+import time
+
+import jax
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import pytest
+
+import vibench as vb
+from vibench.engine import trace_count
+from vibench.widgets import Runner
+
+
+@pytest.fixture(scope="module")
+def schools():
+    return vb.models.eight_schools()
+
+
+def _config(**changes):
+    base = dict(guide="meanfield", init="prior", schedule="constant", num_steps=20_000, chunk_size=100, seed=3)
+    return vb.Config(**{**base, **changes})
+
+
+def _until(predicate, timeout=60.0):
+    end = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > end:
+            raise AssertionError("timed out waiting for the Workbench")
+        time.sleep(0.01)
+
+
+def _paused_at(wb):
+    _until(lambda: wb.runner.status.phase == "paused")
+    return wb.runner.status.step
+
+
+def _run_then_pause(wb, at=1000):
+    """Run, pause once ``at`` steps are done (the program is compiled by then); the paused step."""
+    wb.run()
+    _until(lambda: wb.runner.status.step >= at)
+    wb.pause()
+    return _paused_at(wb)
+
+
+def test_not_a_model_is_refused(schools):
+    with pytest.raises(TypeError, match="vibench.Model.*Model.from_numpyro"):
+        vb.Workbench(vb.models.eight_schools_noncentered_model)
+    with pytest.raises(TypeError, match="config must be a vibench.Config"):
+        vb.Workbench(schools, config={"guide": "meanfield"})
+    with pytest.raises(ValueError, match="refresh_hz"):
+        vb.Workbench(schools, refresh_hz=0)
+
+
+def test_run_click_trains_and_draws(schools):
+    wb = vb.Workbench(schools, _config(num_steps=3000))
+    assert wb.fit is None
+    wb.run_button.click()
+    assert wb.wait(120)
+    fit = wb.fit
+    assert fit.num_steps == 3000 and fit.stop_reason == "completed"
+    assert wb.trace_view.data["steps"] == 3000
+    assert np.isfinite(wb.trace_view.data["elbo"])
+    assert wb.trace_view.renders >= 2 and len(wb.trace_view.image.value) > 1000  # a PNG was drawn
+    assert "finished" in wb.status.value and wb.step_label.value == "3000"
+    # The posterior tab draws the guide's marginals: eight schools' mu is near 4.4 with sd ~3.3.
+    wb.tabs.selected_index = 1
+    wb.refresh(force=True)
+    mean, sd = wb.marginals_view.data["mu"]
+    assert abs(mean - 4.4) < 1.5 and 1.5 < sd < 5.0
+    assert wb.pair_view.data["x"] == "mu"
+    wb.close()
+
+
+def test_pause_and_resume_continue_exactly(schools):
+    config = _config(num_steps=300_000)
+    headless = vb.fit(schools, config, progress_bar=False)
+    wb = vb.Workbench(schools, config)
+    wb.run_button.click()
+    _until(lambda: wb.runner.status.step >= 1000)
+    wb.pause_button.click()  # pauses after the current chunk
+    step = _paused_at(wb)
+    assert 0 < step < config.num_steps
+    wb.refresh()
+    assert wb.pause_button.description == "Resume" and "paused" in wb.status.value
+    time.sleep(0.3)
+    assert wb.runner.status.step == step  # frozen while paused
+    assert wb.fit.num_steps == step and int(wb.fit.state.step) == step
+    wb.pause_button.click()  # now reads Resume
+    assert wb.wait(120)
+    # Pausing loses nothing: the same trace, step for step, as one uninterrupted fit.
+    np.testing.assert_array_equal(wb.fit.trace.elbo, headless.trace.elbo)
+    np.testing.assert_allclose(wb.fit.mean()["mu"], headless.mean()["mu"], rtol=1e-6)
+    wb.close()
+
+
+def test_learning_rate_change_mid_run_takes_effect_without_recompiling(schools):
+    config = _config(num_steps=400_000)
+    wb = vb.Workbench(schools, config)
+    step = _run_then_pause(wb)
+    compiled = trace_count()
+    wb.controls.learning_rate.value = 1e-3
+    assert wb.config.learning_rate == pytest.approx(1e-3)
+    wb.controls.clip_norm.value = 5.0
+    wb.controls.stl.value = False
+    wb.resume()
+    assert wb.wait(120)
+    assert trace_count() == compiled  # numbers are runtime values: nothing traced again
+    fit = wb.fit
+    assert float(fit.state.hyper.learning_rate) == pytest.approx(1e-3)
+    assert float(fit.state.hyper.clip_norm) == pytest.approx(5.0)
+    assert not bool(fit.state.hyper.stl)
+    assert fit.num_steps == config.num_steps and fit.config.learning_rate == pytest.approx(1e-3)
+    # The run went on from where it paused: its first part is the old learning rate's trace.
+    start = vb.fit(schools, config.replace(num_steps=step), progress_bar=False)
+    np.testing.assert_array_equal(fit.trace.elbo[:step], start.trace.elbo)
+    wb.close()
+
+
+def test_particle_count_change_keeps_the_guide(schools):
+    wb = vb.Workbench(schools, _config(num_steps=400_000))
+    step = _run_then_pause(wb)
+    params = jax.tree.map(np.asarray, wb.fit.params)
+    wb.controls.num_particles.value = 4
+    assert "num_particles changed" in wb.runner.status.message
+    assert wb.runner.config.num_particles == 4
+    wb.pause()  # still paused: look at the state the new estimator starts from
+    jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, wb.fit.params), params)
+    wb.resume()
+    assert wb.wait(120)
+    assert wb.fit.config.num_particles == 4 and wb.fit.num_steps == 400_000 and step > 0
+    wb.close()
+
+
+def test_stop_keeps_the_last_good_state_and_resumes(schools):
+    config = _config(num_steps=2_000_000)
+    wb = vb.Workbench(schools, config)
+    wb.run()
+    _until(lambda: wb.runner.status.step >= 2000)
+    wb.stop_button.click()
+    assert wb.wait(60)
+    fit = wb.fit
+    assert fit.stop_reason == "stopped" and 2000 <= fit.num_steps < config.num_steps
+    assert int(fit.state.step) == fit.num_steps
+    assert "stopped" in wb.status.value
+    more = vb.fit(schools, config.replace(num_steps=500), init=fit, progress_bar=False)
+    assert more.num_steps == fit.num_steps + 500
+    assert len(wb.runs) == 1 and wb.runs[0].fit.stop_reason == "stopped"
+    wb.close()
+
+
+def test_guide_change_restarts_and_says_so(schools):
+    wb = vb.Workbench(schools, _config(num_steps=2_000_000))
+    wb.run()
+    _until(lambda: wb.runner.status.step >= 1000)
+    wb.controls.guide.value = "fullrank"
+    assert "restarting with a fresh fit" in wb.runner.status.message
+    _until(lambda: wb.fit is not None and wb.fit.config.guide == "fullrank" and wb.runner.status.step > 0)
+    wb.stop()
+    assert wb.wait(60)
+    assert [run.fit.config.guide for run in wb.runs] == ["meanfield", "fullrank"]
+    assert wb.runs[0].fit.stop_reason == "restarted"
+    wb.close()
+
+
+def test_refused_values_are_put_back_with_a_reason(schools):
+    wb = vb.Workbench(schools, _config(objective="renyi", num_particles=4, stl=False))
+    wb.controls.stl.value = True  # STL with the Renyi bound is biased: refused
+    assert wb.controls.stl.value is False and not wb.config.use_stl
+    assert "stl=True with objective" in wb.message.value and "biased" in wb.message.value
+    wb.controls.objective.value = "elbo"  # back to each objective's own STL default
+    assert wb.config.objective == "elbo" and wb.config.use_stl
+    wb.controls.guide.value = "delta"  # a MAP fit: one particle, no STL
+    assert wb.config.num_particles == 1 and not wb.config.use_stl
+    assert wb.controls.num_particles.disabled
+    wb.close()
+
+
+def test_compare_ranks_runs_by_a_precise_elbo(schools):
+    wb = vb.Workbench(schools, _config(num_steps=3000, guide="fullrank"))
+    wb.run()
+    assert wb.wait(120)
+    wb.controls.learning_rate.value = 1e-5  # far too small: this run stays near its start
+    wb.run()
+    assert wb.wait(120)
+    assert len(wb.runs) == 2
+    good, poor = wb.runs
+    assert good.elbo > poor.elbo
+    assert good.khat is not None and np.isfinite(good.khat)
+    wb.tabs.selected_index = 2
+    wb.refresh(force=True)
+    table = wb.compare_table.value
+    # Ranked by ELBO: the first row is run #1 although it ran first and #2 ran last.
+    assert table.index("<td>1</td><td>#1</td>") < table.index("<td>2</td><td>#2</td>")
+    assert "lr=1e-05" in table and wb.compare_view.data["runs"] == 2
+    wb.close()
+
+
+def test_a_failing_view_stops_the_run_and_keeps_its_state(schools):
+    wb = vb.Workbench(schools, _config(num_steps=2_000_000))
+
+    def broken(trace):
+        raise RuntimeError("the plot broke")
+
+    wb.trace_view.update = broken
+    wb.run()
+    assert wb.wait(60)
+    assert "error in a view" in wb.message.value and "the plot broke" in wb.message.value
+    fit = wb.fit
+    assert fit.stop_reason == "stopped" and 0 < fit.num_steps < 2_000_000
+    assert "the plot broke" in wb.runner.status.message
+    wb.close()
+
+
+def test_export_and_diagnose_buttons(schools, tmp_path):
+    wb = vb.Workbench(schools, _config(num_steps=3000, guide="fullrank"))
+    with pytest.raises(ValueError, match="run the Workbench first"):
+        wb.export()
+    wb.run()
+    assert wb.wait(120)
+    path = tmp_path / "schools.nc"
+    wb.export_path.value = str(path)
+    wb.export_draws.value = 200
+    wb.export_button.click()
+    assert "exported" in wb.export_status.value, wb.export_status.value
+    assert path.exists()
+    assert set(wb.idata.groups()) >= {"posterior", "log_likelihood", "sample_stats", "vi_trace"}
+    assert wb.idata.posterior.sizes["draw"] == 200
+    wb.diagnose_button.click()
+    assert "PSIS" in wb.diagnosis.value and len(wb.diagnostics_plot.value) > 1000
+    wb.close()
+
+
+def test_reference_is_overlaid_and_compared(schools):
+    reference = vb.fit(schools, _config(num_steps=3000, guide="fullrank"), progress_bar=False).sample(jax.random.key(0), 3000)
+    wb = vb.Workbench(schools, _config(num_steps=3000, guide="fullrank"), reference=reference)
+    wb.run()
+    assert wb.wait(120)
+    wb.diagnose()
+    assert "Against the reference" in wb.diagnosis.value and "std_mean_error" in wb.diagnosis.value
+    with pytest.raises(TypeError, match="expected a vibench.Fit"):
+        vb.Workbench(schools, reference=[1, 2, 3])
+    wb.close()
+
+
+def test_start_stage_is_shown_and_switchable(schools):
+    wb = vb.Workbench(vb.models.eight_schools(centered=True), _config(num_steps=1000, init="laplace"))
+    wb.run()
+    assert wb.wait(120)
+    # The centred eight schools is a funnel with no MAP: the start falls back and says so.
+    assert wb.fit.start.method == "prior" and "no MAP" in wb.fit.start.message
+    assert "start: prior" in wb.status.value and "no MAP" in wb.status.value
+    wb.controls.init.value = "prior"
+    assert "init changed" in wb.runner.status.message
+    wb.close()
+
+
+def _subsampled_logistic(X, y=None, batch_size=None):
+    beta = numpyro.sample("beta", dist.Normal(0.0, 1.0).expand([X.shape[1]]).to_event(1))
+    with numpyro.plate("data", X.shape[0], subsample_size=batch_size) as index:
+        numpyro.sample("y", dist.Bernoulli(logits=X[index] @ beta), obs=None if y is None else y[index])
+
+
+def test_batch_size_control_subsamples(schools):
+    X, y = vb.models.logistic_regression_data(2000, 3)
+    model = vb.Model.from_numpyro(_subsampled_logistic, X, y, batch_size=500)
+    wb = vb.Workbench(model, _config(num_steps=1000))
+    assert not wb.controls.batch.disabled and wb.controls.batch.max == 2000 and wb.controls.batch.value == 500
+    wb.controls.batch.value = 100
+    assert wb.runner.model.batch_size == 100 and "batch_size changed" in wb.runner.status.message
+    wb.run()
+    assert wb.wait(120)
+    assert wb.fit.model.batch_size == 100 and "B=100" in wb.runs[-1].label
+    wb.controls.batch.value = 0  # all data
+    assert wb.runner.model.batch_size is None
+    wb.controls.batch.value = 5000  # more than the data: refused by the widget's bounds
+    assert wb.runner.model.batch_size in (None, 2000)
+    assert vb.Workbench(schools).controls.batch.disabled  # eight schools declares no data to subsample
+
+
+def test_runner_reports_errors_and_keeps_the_fit():
+    model = vb.Model.from_log_density(lambda v: -0.5 * (v["x"] ** 2).sum(), supports={"x": vb.model.constraints.real},
+                                      shapes={"x": (2,)})
+    runner = Runner(model, _config(num_steps=500))
+    runner.run()
+    assert runner.wait(60)
+    assert runner.status.phase == "finished" and runner.fit.num_steps == 500
+    assert len(runner.runs) == 1 and np.isfinite(runner.runs[0].elbo)

@@ -1,0 +1,365 @@
+"""The Workbench's training loop: the core's chunked ``fit`` on a background thread.
+
+The runner holds the Workbench's only mutable state. Training runs on a daemon thread (XLA releases
+the GIL inside a compiled chunk, so the kernel stays free for clicks and new cells); between chunks
+the thread honours Pause, Stop and settings changes, and hands a snapshot to whoever listens. It
+imports no widget library and does no math: every number comes from ``vibench.fit``.
+
+A run is a chain of ``vb.fit(model, config, init=previous)`` segments, each ended by a chunk
+callback when something needs the loop's attention; resuming is exact (the same keys, the same
+trace as one unbroken call), so Pause/Resume and live changes lose nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from typing import Callable, NamedTuple, Optional
+
+import jax
+import numpy as np
+
+from ..config import Config
+from ..fit import Fit, chunk_stats, fit, start_fit
+from ..model import Model
+from ..start import Start
+
+__all__ = ["Runner", "Status", "RunRecord", "RESTART_FIELDS", "config_label"]
+
+#: Config fields that define the guide or where it starts: changing one starts a fresh fit.
+RESTART_FIELDS = ("guide", "rank", "guide_options", "init", "init_scale", "seed")
+
+IDLE, STARTING, RUNNING, PAUSED, STOPPED, FINISHED, ERROR = (
+    "idle", "starting", "running", "paused", "stopped", "finished", "error")
+
+
+class Status(NamedTuple):
+    """What the loop is doing, for a status line; read with :attr:`Runner.status`.
+
+    ``phase``: idle, starting (the starting stage and first compile), running, paused, stopped,
+    finished or error. ``compiling`` is True while a segment waits for its first chunk.
+    ``elbo`` is the median Monte Carlo ELBO of the last chunk (NaN before the first).
+    """
+
+    phase: str
+    step: int
+    target: int
+    steps_per_second: float
+    elbo: float
+    rejected: int
+    compiling: bool
+    start: Optional[Start]
+    message: str
+
+    @property
+    def seconds_left(self) -> float:
+        if self.phase != RUNNING or not self.steps_per_second > 0:
+            return float("nan")
+        return max(self.target - self.step, 0) / self.steps_per_second
+
+
+class RunRecord(NamedTuple):
+    """A finished run, kept for comparison: its Fit, a label naming its config, a precise ELBO
+    (``Fit.elbo`` with many particles, comparable across runs), wall time (the start and compiles
+    included), steady training steps/s (between chunks, compiles excluded; NaN for runs of one
+    chunk) and the PSIS k-hat (None for point guides)."""
+
+    label: str
+    fit: Fit
+    elbo: float
+    wall_time: float
+    steps_per_second: float
+    khat: Optional[float]
+
+
+def config_label(config: Config, batch_size: Optional[int] = None) -> str:
+    """A short human label of what distinguishes runs: ``"fullrank elbo+stl K=8 adam lr=0.01"``."""
+    guide = config.guide + (f"(rank={config.rank})" if config.rank else "")
+    objective = config.objective + ("+stl" if config.use_stl else "")
+    if config.objective == "renyi":
+        objective += f"(alpha={config.alpha:g})"
+    label = f"{guide} {objective} K={config.num_particles} {config.optimizer} lr={config.learning_rate:g}"
+    if config.schedule != "plateau":
+        label += f" {config.schedule}"
+    if batch_size:
+        label += f" B={batch_size}"
+    return label
+
+
+class Runner:
+    """Train ``model`` under ``config`` in the background; see the module docstring.
+
+    ``listeners`` are called with no arguments after every chunk and every phase change, on the
+    training thread: they must be quick (the Workbench's only sets an event for its view thread).
+    ``elbo_particles`` and ``khat_draws`` size the comparison numbers kept for each finished run.
+    """
+
+    def __init__(self, model: Model, config: Optional[Config] = None, init_values: Optional[dict] = None,
+                 elbo_particles: int = 1000, khat_draws: int = 2000):
+        if config is None:
+            config = Config()
+        elif not isinstance(config, Config):
+            raise TypeError(f"config must be a vibench.Config, got {type(config).__name__}")
+        self.listeners: list[Callable[[], None]] = []
+        self.runs: list[RunRecord] = []
+        self.init_values = init_values
+        self.elbo_particles, self.khat_draws = elbo_particles, khat_draws
+        self._base_model = model
+        self._lock = threading.Condition()
+        self._thread: Optional[threading.Thread] = None
+        self._model, self._config = model, config
+        self._fit: Optional[Fit] = None  # the last finished segment (or start_fit)
+        self._live: Optional[tuple] = None  # (config, state, trace) after the newest chunk
+        self._phase, self._message = IDLE, ""
+        self._pause = self._stop = self._attention = self._restart = False
+        self._stop_message = ""
+        self._segment_began = self._run_began = 0.0
+        self._segment_chunks = 0
+        self._rate = float("nan")
+        self._last_chunk = (0, 0.0)  # (step, time) of the newest chunk
+        self._elbo = float("nan")
+        self.error: Optional[BaseException] = None
+
+    # ------------------------------------------------------------------ what the views read
+
+    @property
+    def model(self) -> Model:
+        return self._model
+
+    @property
+    def config(self) -> Config:
+        """The Config the next chunk runs with (live changes included)."""
+        return self._config
+
+    @property
+    def fit(self) -> Optional[Fit]:
+        """The current fit, as of the newest chunk (None before the first run starts)."""
+        with self._lock:
+            live, base = self._live, self._fit
+        if live is None:
+            return base
+        config, state, trace, model = live
+        return Fit(model, config, state, trace, base.wall_time + time.perf_counter() - self._segment_began,
+                   stop_reason=_running_reason(self._phase), start=base.start, memory=base.memory)
+
+    @property
+    def status(self) -> Status:
+        with self._lock:
+            fit, live = self._fit, self._live
+            step = len(live[2].loss) if live else (fit.num_steps if fit else 0)
+            rejected = int(np.sum(live[2].rejected)) if live else (fit.num_rejected if fit else 0)
+            compiling = self._phase == STARTING or (self._phase == RUNNING and self._segment_chunks == 0)
+            return Status(self._phase, step, self._config.num_steps, self._rate, self._elbo, rejected,
+                          compiling, fit.start if fit else None, self._message)
+
+    @property
+    def running(self) -> bool:
+        """True while the training thread is alive (running or paused)."""
+        return self._thread is not None and self._thread.is_alive()
+
+    # ------------------------------------------------------------------ commands
+
+    def run(self) -> None:
+        """Start training (resuming the current fit if there is one and no restart is pending)."""
+        with self._lock:
+            if self.running:
+                self._pause = False
+                self._lock.notify_all()
+                return
+            if self._restart or self._phase in (FINISHED, STOPPED, ERROR):
+                self._fit, self._restart = None, False  # a fresh run: the ended one stays in self.runs
+            self._pause = self._stop = self._attention = False
+            self._stop_message, self.error = "", None
+            self._rate, self._elbo = float("nan"), float("nan")
+            self._thread = threading.Thread(target=self._train, name="vibench-workbench", daemon=True)
+            self._thread.start()
+
+    def pause(self) -> None:
+        """Pause after the current chunk (the state is kept; :meth:`resume` continues exactly)."""
+        with self._lock:
+            if self.running:
+                self._pause = self._attention = True
+
+    def resume(self) -> None:
+        with self._lock:
+            self._pause = False
+            self._lock.notify_all()
+
+    def stop(self, message: str = "") -> None:
+        """Stop after the current chunk; the fit keeps the last good state."""
+        with self._lock:
+            if self.running:
+                self._stop = self._attention = True
+                self._pause = False
+                self._stop_message = message
+                self._lock.notify_all()
+
+    def reset(self) -> None:
+        """Stop any run and forget the current fit (finished runs stay in :attr:`runs`)."""
+        self.stop()
+        self.wait()
+        with self._lock:
+            self._fit, self._live, self._restart = None, None, False
+            self._phase, self._message, self._elbo, self._rate = IDLE, "", float("nan"), float("nan")
+        self._notify()
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """Block until the training thread ends (or ``timeout`` seconds); True if it ended."""
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+            return not thread.is_alive()
+        return True
+
+    def set_config(self, config: Config, batch_size: Optional[int] = -1) -> str:
+        """Use ``config`` (and ``batch_size``: None for all data, -1 to keep) from the next chunk.
+
+        Numbers and estimator settings apply at the next chunk with the guide's params kept; a
+        change of guide family or start (:data:`RESTART_FIELDS`) starts a fresh fit: at once if
+        a run is going (the old run is kept for comparison), else at the next :meth:`run`.
+        Returns a sentence saying which happened.
+        """
+        if not isinstance(config, Config):
+            raise TypeError(f"config must be a vibench.Config, got {type(config).__name__}")
+        same = batch_size == -1 or batch_size == self._model.batch_size
+        model = self._model if same else self._base_model.with_batch_size(batch_size)
+        with self._lock:
+            changed = [f.name for f in dataclasses.fields(Config) if getattr(config, f.name) != getattr(self._config, f.name)]
+            if model is not self._model:
+                changed.append("batch_size")
+            restart = [name for name in changed if name in RESTART_FIELDS]
+            self._config, self._model = config, model
+            if not changed:
+                return ""
+            if restart and (self._fit is not None or self.running):
+                self._restart = True
+                message = f"{', '.join(restart)} changed: "
+                if self.running:
+                    message += "Resume starts a fresh fit" if self._pause else "restarting with a fresh fit"
+                else:
+                    message += "the next Run starts a fresh fit"
+            else:
+                message = f"{', '.join(changed)} changed" + (": applies from the next chunk" if self.running else "")
+            self._attention = self.running
+            self._message = message
+            self._lock.notify_all()
+        self._notify()
+        return message
+
+    # ------------------------------------------------------------------ the training thread
+
+    def _next_action(self) -> str:
+        """What the loop does next, decided under the lock: stop, wait, restart or go."""
+        with self._lock:
+            while self._pause and not self._stop:
+                if self._phase != PAUSED:
+                    self._phase = PAUSED
+                    self._notify()  # listeners only set events: safe under the (reentrant) lock
+                self._lock.wait()
+            self._attention = False
+            if self._stop:
+                return "stop"
+            return "restart" if self._restart else "go"
+
+    def _train(self) -> None:
+        try:
+            while True:
+                action = self._next_action()
+                if action == "stop":
+                    steps = self._fit.num_steps if self._fit else 0
+                    self._finish(STOPPED, self._stop_message or f"stopped after {steps} steps: the fit keeps the last good state")
+                    return
+                if action == "restart":
+                    self._archive(self._fit, "restarted")
+                    with self._lock:
+                        self._fit, self._live, self._restart = None, None, False
+                config, model = self._config, self._model
+                if self._fit is None:
+                    self._set_phase(STARTING, f"starting stage ({config.init}) and first compile")
+                    began = start_fit(model, config, self.init_values)
+                    note = f"start: {began.start.method} in {began.start.seconds:.2f} s"
+                    with self._lock:
+                        self._fit, self._live = began, None
+                        self._message = note + (f" ({began.start.message})" if began.start.message else "")
+                    continue
+                remaining = config.num_steps - self._fit.num_steps
+                if remaining <= 0:
+                    self._finish(FINISHED, f"finished: {self._fit.num_steps} steps")
+                    return
+                with self._lock:
+                    self._segment_began, self._segment_chunks = time.perf_counter(), 0
+                self._set_phase(RUNNING)
+                result = fit(model, config.replace(num_steps=remaining), init=self._fit, callbacks=[self._on_chunk],
+                             progress_bar=False)
+                with self._lock:
+                    self._fit, self._live = result, None
+                if result.stop_reason in ("converged", "diverged"):
+                    self._finish(FINISHED, f"{result.stop_reason} after {result.num_steps} steps")
+                    return
+        except BaseException as err:  # noqa: BLE001 - shown in the status; the fit so far is kept
+            self.error = err
+            with self._lock:
+                if isinstance(getattr(err, "fit", None), Fit):
+                    self._fit, self._live = err.fit, None
+            self._finish(ERROR, f"error: {type(err).__name__}: {err}")
+
+    def _on_chunk(self, step, trace, state) -> bool:
+        now = time.perf_counter()
+        centre = chunk_stats(trace.elbo[-self._config.chunk_size:][~trace.rejected[-self._config.chunk_size:]])[0] \
+            if len(trace.elbo) else float("nan")
+        with self._lock:
+            previous_step, previous_time = self._last_chunk
+            if self._segment_chunks > 0 and step > previous_step:
+                rate = (step - previous_step) / max(now - previous_time, 1e-9)
+                self._rate = rate if not np.isfinite(self._rate) else 0.7 * self._rate + 0.3 * rate
+            self._last_chunk = (step, now)
+            self._segment_chunks += 1
+            self._live = (self._config, state, trace, self._model)
+            self._elbo = centre
+            attention = self._attention
+        self._notify()
+        return attention
+
+    def _archive(self, fit: Optional[Fit], reason: str) -> None:
+        """Keep ``fit`` in :attr:`runs` with its comparison numbers (training thread)."""
+        if fit is None or fit.num_steps == 0:
+            return
+        if reason != "finished":
+            fit = dataclasses.replace(fit, stop_reason=reason)
+        key = jax.random.key(fit.config.seed + 1)
+        elbo = fit.elbo(key, num_particles=self.elbo_particles)
+        khat = None
+        if not fit.guide.point and self.khat_draws:
+            khat = fit.khat(num_draws=self.khat_draws, key=key).khat
+        label = config_label(fit.config, fit.model.batch_size)
+        self.runs.append(RunRecord(label, fit, float(elbo), float(fit.wall_time), float(self._rate), khat))
+
+    def _finish(self, phase: str, message: str) -> None:
+        """End the run: the fit records the run's Config and why it ended, and is archived."""
+        with self._lock:
+            fit = self._fit if self._live is None else self.fit
+            if fit is not None:
+                reason = {STOPPED: "stopped", ERROR: "error"}.get(phase, fit.stop_reason)
+                fit = dataclasses.replace(fit, config=self._config, stop_reason=reason)
+            self._fit, self._live = fit, None
+        try:
+            self._archive(fit, "finished")
+        except Exception as err:  # noqa: BLE001 - the fit itself is kept; only its comparison row is lost
+            message += f" (comparison numbers failed: {type(err).__name__}: {err})"
+        self._set_phase(phase, message)
+
+    def _set_phase(self, phase: str, message: Optional[str] = None) -> None:
+        with self._lock:
+            self._phase = phase
+            if message is not None:
+                self._message = message
+        self._notify()
+
+    def _notify(self) -> None:
+        for listener in list(self.listeners):
+            listener()
+
+
+def _running_reason(phase: str) -> str:
+    return {RUNNING: "running", PAUSED: "paused", STOPPED: "stopped"}.get(phase, "completed")
