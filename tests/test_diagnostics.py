@@ -236,6 +236,16 @@ def test_compare_against_a_reference_with_known_moments():
         vb.diagnostics.compare(fit, {"x": np.zeros((10, 3))})
 
 
+def test_scalar_draws_label_every_scalar_parameter():
+    draws = {"a": np.arange(6.0), "b": np.arange(24.0).reshape(6, 2, 2)}
+    flat = vb.reference.scalar_draws(draws)
+    assert list(flat) == ["a", "b[0, 0]", "b[0, 1]", "b[1, 0]", "b[1, 1]"]
+    np.testing.assert_array_equal(flat["b[1, 0]"], np.arange(6.0) * 4 + 2)
+    idata = az.from_dict(posterior={"t": np.ones((2, 5, 3))}, coords={"school": ["x", "y", "z"]}, dims={"t": ["school"]})
+    assert list(vb.reference.scalar_draws(idata)) == ["t[x]", "t[y]", "t[z]"]
+    assert vb.reference.scalar_draws(idata)["t[y]"].shape == (10,)
+
+
 def test_plot_compare_returns_a_figure_with_both_marginals():
     rng = np.random.default_rng(1)
     approx = {"a": rng.normal(0, 1, 500), "b": rng.normal(0, 1, (500, 3))}

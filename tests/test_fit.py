@@ -150,6 +150,21 @@ def test_resume_equals_one_long_run(schools):
     np.testing.assert_allclose(both.params.loc, once.params.loc, rtol=1e-4, atol=1e-5)
 
 
+def test_start_fit_then_fit_equals_one_fit(schools):
+    config = vb.Config(guide="fullrank", num_steps=400, chunk_size=200)
+    once = vb.fit(schools, config, progress_bar=False)
+    began = vb.start_fit(schools, config)
+    assert began.num_steps == 0 and began.stop_reason == "started" and began.start.method == "laplace"
+    # The zero-step fit is the Laplace start itself: its guide is centred on the MAP (mu is real,
+    # the first flat coordinate).
+    draws = began.sample_unconstrained(jax.random.key(0), 20_000)
+    np.testing.assert_allclose(np.mean(draws, 0), began.start.precond.shift, atol=0.05)
+    resumed = vb.fit(schools, config, init=began, progress_bar=False)
+    np.testing.assert_array_equal(resumed.trace.elbo, once.trace.elbo)
+    np.testing.assert_array_equal(resumed.params.loc, once.params.loc)
+    assert resumed.start == began.start and resumed.wall_time >= began.wall_time
+
+
 def test_second_fit_and_resume_do_not_recompile(schools):
     config = vb.Config(guide="meanfield", num_particles=3, num_steps=400, chunk_size=200)
     fit = vb.fit(schools, config, progress_bar=False)

@@ -1,10 +1,10 @@
 """vibench: an interactive variational-inference workbench on a pure JAX core."""
 
-from . import diagnostics, engine, export, guides, models, objectives
+from . import diagnostics, engine, export, guides, models, objectives, reference
 from .config import Config
 from .engine import Hyper, State, Trace, hyper_from_config, init_params, make_engine
 from .export import to_arviz
-from .fit import CallbackError, Fit, fit
+from .fit import CallbackError, Fit, fit, start_fit
 from .guides import Guide, register_guide
 from .model import Density, Model, shard_data
 from .objectives import Objective, register_objective
@@ -45,6 +45,8 @@ __all__ = [
     "objectives",
     "register_guide",
     "register_objective",
+    "reference",
     "shard_data",
+    "start_fit",
     "to_arviz",
 ]
