@@ -281,6 +281,11 @@ CASES = {
     ),
     # Using a fit
     "`fit.sample(key, 0)`": lambda tmp: tiny_fit().sample(K, 0),
+    "`vb.Workbench(model_fn)` (a NumPyro model function, not a `vb.Model`)": lambda tmp: vb.Workbench(_numpyro_fn),
+    '`vb.Workbench("model")`': lambda tmp: vb.Workbench("model"),
+    "`vb.Workbench(tiny, config={})`": lambda tmp: vb.Workbench(tiny(), config={}),
+    "`vb.Workbench(tiny, reference=[1, 2])`": lambda tmp: vb.Workbench(tiny(), reference=[1, 2]),
+    "`wb.export()` before any run": lambda tmp: vb.Workbench(tiny()).export(),
     "`fit.sample(key, 2.5)`": lambda tmp: tiny_fit().sample(K, 2.5),
     "`fit.sample_unconstrained(key, -1)`": lambda tmp: tiny_fit().sample_unconstrained(K, -1),
     "`fit.mean(num_draws=0)`": lambda tmp: tiny_fit().mean(num_draws=0),
@@ -307,6 +312,10 @@ CASES = {
     )
     or vb.Fit.load(tmp / "custom.npz", tiny(), optimizer=optax.sgd(0.1)),
 }
+
+def _numpyro_fn():
+    pass
+
 
 EXCEPTIONS = {
     "TypeError": TypeError,
