@@ -240,6 +240,10 @@ def test_reference_is_overlaid_and_compared(schools):
     assert wb.wait(120)
     wb.diagnose()
     assert "Against the reference" in wb.diagnosis.value and "std_mean_error" in wb.diagnosis.value
+    assert "theta_trans[7]" in wb.diagnosis.value  # vector sites compared element by element
+    wb.tabs.selected_index = 1
+    wb.refresh(force=True)
+    assert set(wb.marginals_view.data) == {"mu", "tau", "theta[0]", "theta[1]"}
     with pytest.raises(TypeError, match="expected a vibench.Fit"):
         vb.Workbench(schools, reference=[1, 2, 3])
     wb.close()

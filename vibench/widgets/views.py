@@ -200,7 +200,7 @@ class PairView(_View):
             self._contours.remove()
             self._contours = None
         if np.ptp(gx) > 0 and np.ptp(gy) > 0:
-            counts, xe, ye = np.histogram2d(gx, gy, bins=40, range=[xr, yr])
+            counts, xe, ye = np.histogram2d(gx, gy, bins=32, range=[xr, yr])
             counts = _blur(counts)
             levels = _mass_levels(counts, (0.9, 0.6, 0.3))
             if len(levels) >= 2:

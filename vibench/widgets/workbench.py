@@ -60,7 +60,8 @@ class Workbench:
         if isinstance(refresh_hz, bool) or not isinstance(refresh_hz, (int, float)) or not 0 < refresh_hz <= 60:
             raise ValueError(f"refresh_hz must be a number in (0, 60], got {refresh_hz!r}")
         self.runner = Runner(model, config, init_values=init_values)
-        self.reference = None if reference is None else scalar_draws(reference, num_draws=VIEW_DRAWS, key=jax.random.key(7))
+        self.reference = reference
+        self._reference_draws = None if reference is None else scalar_draws(reference, num_draws=VIEW_DRAWS, key=jax.random.key(7))
         self.refresh_interval = 1.0 / refresh_hz
         self.idata = None
         self.refresh_count = 0
@@ -316,8 +317,8 @@ class Workbench:
             marker = (fit.num_steps, id(fit.state))
             if force or marker != self._last_posterior:
                 draws = scalar_draws(fit, num_draws=VIEW_DRAWS, key=self._key)
-                self.marginals_view.update(draws, self.sites.value, self.reference)
-                self.pair_view.update(draws, self.pair_x.value, self.pair_y.value, self.reference)
+                self.marginals_view.update(draws, self.sites.value, self._reference_draws)
+                self.pair_view.update(draws, self.pair_x.value, self.pair_y.value, self._reference_draws)
                 self._last_posterior = marker
         elif tab == 2 and (force or len(self.runner.runs) != self._last_runs):
             runs = list(self.runner.runs)
