@@ -4,6 +4,7 @@ as a person would, and the Fit, the traces and the plots are checked."""
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
@@ -147,6 +148,9 @@ def test_stop_keeps_the_last_good_state_and_resumes(schools):
     assert "stopped" in wb.status.value
     more = vb.fit(schools, config.replace(num_steps=500), init=fit, progress_bar=False)
     assert more.num_steps == fit.num_steps + 500
+    # It continues exactly: the same trace as one headless run of that many steps.
+    unbroken = vb.fit(schools, config.replace(num_steps=more.num_steps), progress_bar=False)
+    np.testing.assert_array_equal(more.trace.elbo, unbroken.trace.elbo)
     assert len(wb.runs) == 1 and wb.runs[0].fit.stop_reason == "stopped"
     wb.close()
 
@@ -214,6 +218,18 @@ def test_a_failing_view_stops_the_run_and_keeps_its_state(schools):
     wb.close()
 
 
+def test_non_finite_steps_are_skipped_and_counted_in_the_status():
+    model = vb.Model.from_log_density(
+        lambda v: jnp.where(v["x"] > 3.0, jnp.nan, dist.Normal(2.0, 1.0).log_prob(v["x"])), {"x": dist.constraints.real})
+    wb = vb.Workbench(model, _config(num_steps=2000, chunk_size=250))
+    wb.run()
+    assert wb.wait(120)
+    fit = wb.fit
+    assert fit.stop_reason == "completed" and 0 < fit.num_rejected < 2000
+    assert f"{fit.num_rejected:,} non-finite steps skipped" in wb.status.value
+    wb.close()
+
+
 def test_export_and_diagnose_buttons(schools, tmp_path):
     wb = vb.Workbench(schools, _config(num_steps=3000, guide="fullrank"))
     with pytest.raises(ValueError, match="run the Workbench first"):
@@ -229,7 +245,8 @@ def test_export_and_diagnose_buttons(schools, tmp_path):
     assert set(wb.idata.groups()) >= {"posterior", "log_likelihood", "sample_stats", "vi_trace"}
     assert wb.idata.posterior.sizes["draw"] == 200
     wb.diagnose_button.click()
-    assert "PSIS" in wb.diagnosis.value and len(wb.diagnostics_plot.value) > 1000
+    assert "PSIS" in wb.diagnosis.value and "k-hat" in wb.diagnosis.value
+    assert len(wb.diagnostics_plot.value) > 1000  # ArviZ's forest plot of the current fit
     wb.close()
 
 
@@ -241,6 +258,7 @@ def test_reference_is_overlaid_and_compared(schools):
     wb.diagnose()
     assert "Against the reference" in wb.diagnosis.value and "std_mean_error" in wb.diagnosis.value
     assert "theta_trans[7]" in wb.diagnosis.value  # vector sites compared element by element
+    assert len(wb.reference_plot.value) > 1000
     wb.tabs.selected_index = 1
     wb.refresh(force=True)
     assert set(wb.marginals_view.data) == {"mu", "tau", "theta[0]", "theta[1]"}

@@ -133,7 +133,8 @@ class Workbench:
         self.diagnose_button.on_click(lambda _: self.diagnose())
         self.diagnosis = widgets.HTML()
         self.diagnostics_plot = widgets.Image(format="png", layout=widgets.Layout(width="auto", max_width="100%"))
-        diagnostics_tab = widgets.VBox([self.diagnose_button, self.diagnosis, self.diagnostics_plot])
+        self.reference_plot = widgets.Image(format="png", layout=widgets.Layout(width="auto", max_width="100%"))
+        diagnostics_tab = widgets.VBox([self.diagnose_button, self.diagnosis, self.diagnostics_plot, self.reference_plot])
 
         self.export_path = widgets.Text(value="", placeholder="file.nc (optional)", description="netCDF path")
         self.export_draws = widgets.BoundedIntText(value=1000, min=1, max=1_000_000, description="draws")
@@ -227,14 +228,13 @@ class Workbench:
         key = jax.random.key(fit.config.seed + 3)
         diagnosis = fit.diagnose(key=key)
         parts = [f"<pre>{html.escape(repr(diagnosis))}</pre>"]
+        self.diagnostics_plot.value = render_png(_forest(fit, key))
         if self.reference is not None:
             table = compare(fit, self.reference, key=key)
             parts.append("<b>Against the reference</b>" + table.to_html(float_format=lambda v: f"{v:.3g}"))
             fig = plot_compare(fit, self.reference, key=key, max_panels=8, figsize=(9, 4))
-        else:
-            fig = _forest(fit, key)
+            self.reference_plot.value = render_png(fig)
         self.diagnosis.value = "".join(parts)
-        self.diagnostics_plot.value = render_png(fig)
         return diagnosis
 
     def close(self) -> None:
