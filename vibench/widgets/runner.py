@@ -52,6 +52,12 @@ class Status(NamedTuple):
     start: Optional[Start]
     message: str
 
+    def __repr__(self) -> str:
+        start = "none" if self.start is None else self.start.method
+        return (f"Status({self.phase}, step {self.step}/{self.target}, {self.steps_per_second:.4g} steps/s, "
+                f"elbo {self.elbo:.5g}, rejected {self.rejected}, compiling={self.compiling}, start={start}, "
+                f"message={self.message!r})")
+
     @property
     def seconds_left(self) -> float:
         if self.phase != RUNNING or not self.steps_per_second > 0:
@@ -310,7 +316,8 @@ class Runner:
             if len(trace.elbo) else float("nan")
         with self._lock:
             previous_step, previous_time = self._last_chunk
-            if self._segment_chunks > 0 and step > previous_step:
+            # Only full chunks after a segment's first: a first or shorter chunk may include a compile.
+            if self._segment_chunks > 0 and step - previous_step == self._config.chunk_size:
                 rate = (step - previous_step) / max(now - previous_time, 1e-9)
                 self._rate = rate if not np.isfinite(self._rate) else 0.7 * self._rate + 0.3 * rate
             self._last_chunk = (step, now)
