@@ -80,8 +80,9 @@ def funnel(scale: float = 3.0) -> Model:
     """Neal's (2003) funnel in 2-D: ``x0 ~ Normal(0, scale)`` (a log scale), ``x1 | x0 ~ Normal(0,
     exp(x0 / 2))``.
 
-    The neck (``x0`` very negative) is narrow and the mouth wide; the density has no mode (it grows
-    without bound down the neck), so vibench's Laplace start falls back to the plain one.
+    The neck (``x0`` very negative) is narrow and the mouth wide. Its mode lies down the neck, at
+    ``x0 = -scale**2 / 2``, far from where the mass is, so a Laplace approximation there is a poor
+    summary, and no Gaussian fits the neck and the mouth at once.
     """
     scale = float(scale)
 
