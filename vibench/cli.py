@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import shlex
 import subprocess
 import sys
@@ -71,6 +72,10 @@ def _lab(args, extra) -> int:
         print('vibench lab: JupyterLab is not installed; install the notebooks extra: pip install "vibench[notebooks]" '
               '(from a checkout: pip install -e ".[notebooks]")', file=sys.stderr)
         return 2
+    if os.name == "posix":
+        # JupyterLab takes this process's place, so Ctrl-C and kill reach it and leave nothing behind.
+        sys.stdout.flush()
+        os.execv(argv[0], argv)
     try:
         return subprocess.call(argv)
     except KeyboardInterrupt:  # JupyterLab shuts itself down on the same Ctrl-C
