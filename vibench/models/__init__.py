@@ -1,7 +1,9 @@
 """Ready models for demos, tests and teaching.
 
 Each ``*_model`` function is a plain NumPyro model; the short-named builders return a
-:class:`vibench.Model` with data attached, e.g. ``vb.models.eight_schools()``.
+:class:`vibench.Model` with data attached, e.g. ``vb.models.eight_schools()``. The 2-D teaching
+targets (``banana``, ``funnel``, ``mixture``, ``correlated_gaussian``) and their exact moments come
+from :mod:`vibench.models.targets`.
 """
 
 from __future__ import annotations
@@ -13,6 +15,18 @@ import numpyro
 import numpyro.distributions as dist
 
 from ..model import Model
+from .targets import (
+    Moments,
+    banana,
+    banana_moments,
+    correlated_gaussian,
+    correlated_gaussian_moments,
+    funnel,
+    funnel_log_scale_marginal,
+    funnel_moments,
+    mixture,
+    mixture_moments,
+)
 
 __all__ = [
     "EIGHT_SCHOOLS",
@@ -25,6 +39,16 @@ __all__ = [
     "hierarchical_regression_model",
     "hierarchical_regression_data",
     "hierarchical_regression",
+    "Moments",
+    "banana",
+    "banana_moments",
+    "funnel",
+    "funnel_moments",
+    "funnel_log_scale_marginal",
+    "mixture",
+    "mixture_moments",
+    "correlated_gaussian",
+    "correlated_gaussian_moments",
 ]
 
 #: Rubin's (1981) eight schools: estimated coaching effects and their standard errors.
