@@ -49,6 +49,10 @@ def steady(run, n1, n2, repeats=3):
     return (n2 - n1) / (t2 - t1) if t2 > t1 else float("nan")
 
 
+def ratio(a, b, digits):
+    return "nan" if a != a or b != b else f"{a / b:.{digits}f}x"
+
+
 def bench_vibench(fn, args, kwargs, particles, n1, n2):
     start = time.perf_counter()
     model = vb.Model.from_numpyro(fn, *args, **kwargs)
@@ -128,7 +132,7 @@ def main():
             best = max(np_off, bj)
             print(
                 f"| {name} | {particles} | {vib:,.0f} | {vib_chunk:,.0f} | {np_off:,.0f} | {np_on:,.0f} | {bj:,.0f} | "
-                f"{vib / best:.2f}x | {vib / np_on:.1f}x | {vib_first:.2f} / {np_first:.2f} / {bj_first:.2f} |",
+                f"{ratio(vib, best, 2)} | {ratio(vib, np_on, 1)} | {vib_first:.2f} / {np_first:.2f} / {bj_first:.2f} |",
                 flush=True,
             )
 
