@@ -45,16 +45,22 @@ def main():
     parser.add_argument("--num-data", type=int, default=1_000_000)
     parser.add_argument("--num-features", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=1_000)
+    parser.add_argument("--full-steps", type=int, nargs=2, default=(20, 60), metavar=("N1", "N2"),
+                        help="the two run lengths of the full-batch fit (longer on a fast device)")
+    parser.add_argument("--mini-steps", type=int, nargs=2, default=(200, 1200), metavar=("N1", "N2"),
+                        help="the two run lengths of the minibatch fit")
+    parser.add_argument("--chunk-size", type=int, default=100)
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     X = rng.normal(size=(args.num_data, args.num_features)).astype(np.float32)
     y = (rng.random(args.num_data) < 1 / (1 + np.exp(-X @ (rng.normal(size=args.num_features) / 10)))).astype(np.float32)
     X, y = vb.shard_data(X, y)  # one device here unless there are several
-    config = vb.Config(guide="meanfield", init="prior", schedule="constant", chunk_size=100)
+    config = vb.Config(guide="meanfield", init="prior", schedule="constant", chunk_size=args.chunk_size)
     print(f"device: {jax.devices()[0].device_kind} x{len(jax.devices())}, jax {jax.__version__}")
-    print(f"logistic regression N={args.num_data:,} D={args.num_features}")
-    full = steps_per_second(vb.Model.from_numpyro(logistic, X, y), config, 20, 60)
-    mini = steps_per_second(vb.Model.from_numpyro(logistic, X, y, batch_size=args.batch_size), config, 200, 1200)
+    print(f"logistic regression N={args.num_data:,} D={args.num_features}, chunk_size {args.chunk_size}, "
+          f"full-batch lengths {args.full_steps}, minibatch lengths {args.mini_steps}")
+    full = steps_per_second(vb.Model.from_numpyro(logistic, X, y), config, *args.full_steps)
+    mini = steps_per_second(vb.Model.from_numpyro(logistic, X, y, batch_size=args.batch_size), config, *args.mini_steps)
     print("| data per step | steps/s | data points/s |")
     print("|---|---|---|")
     print(f"| all {args.num_data:,} | {full:,.1f} | {full * args.num_data:,.0f} |")

@@ -235,6 +235,15 @@ def chunk_noise(key: jax.Array, start, n: int, shape: tuple) -> jax.Array:
     return jax.lax.dynamic_slice_in_dim(blocks.reshape(num_blocks * NOISE_BLOCK, *shape), start % NOISE_BLOCK, n)
 
 
+def _keep_if(ok, new, old):
+    """``new`` where ``ok``, else ``old``. On CPU one cond, not a select per leaf: it ran the step
+    1.2-1.4x faster on small models. On a GPU a select per leaf: there the cond ran a logistic
+    regression (N=10k, D=50, 8 particles) at 0.58x the speed of the selects on an H200."""
+    if jax.default_backend() == "cpu":
+        return jax.lax.cond(ok, lambda: new, lambda: old)
+    return jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
+
+
 def _lr_factor(schedule: str, hyper: Hyper, step):
     t = step.astype(jnp.float32)
     warm = jnp.minimum(1.0, (t + 1.0) / jnp.maximum(hyper.warmup_steps, 1.0))
@@ -283,8 +292,7 @@ def _build_engine(model, config: Config, base: optax.GradientTransformation, sca
             updates = jax.tree.map(lambda u: lr * u, updates)
         params = optax.apply_updates(state.params, updates)
         ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.tree.norm(params))
-        # One cond, not a select per leaf: on CPU it ran the step 1.2-1.4x faster on small models.
-        params, opt_state = jax.lax.cond(ok, lambda: (params, opt_state), lambda: (state.params, state.opt_state))
+        params, opt_state = _keep_if(ok, (params, opt_state), (state.params, state.opt_state))
         new_state = State(
             params,
             opt_state,
