@@ -3,6 +3,7 @@
     engine = make_engine(model, config)
     state = engine.init(init_params(model, config, key), run_key, hyper_from_config(config))
     state, trace = engine.run_chunk(state, 500)   # one lax.scan of 500 steps
+    states, trace = engine.run_many(states, 500)  # N runs stacked on a leading axis, one program
 
 Step ``t``'s noise depends only on ``state.key`` and ``t`` (see :func:`chunk_noise`), not on how
 steps are split into chunks: one run of 2n steps equals n + n. A step whose loss, gradient or
