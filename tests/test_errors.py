@@ -109,6 +109,12 @@ def regression(x, y):
     numpyro.sample("y", dist.Normal(x @ w, 1.0), obs=y)
 
 
+def subsampled_mean(y, batch_size=None):
+    mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+    with numpyro.plate("data", y.shape[0], subsample_size=batch_size) as index:
+        numpyro.sample("y", dist.Normal(mu, 1.0), obs=y[index])
+
+
 def model_fn(y=None):
     numpyro.sample("mu", dist.Normal(0.0, 1.0))
 
@@ -186,9 +192,15 @@ CASES = {
     '`Config(alpha=-0.5)`': lambda tmp: C(alpha=-0.5),
     '`Config(objective="renyi", alpha=1.0, num_particles=4)`': lambda tmp: C(objective="renyi", alpha=1.0, num_particles=4),
     '`Config(objective="renyi")` (one particle)': lambda tmp: C(objective="renyi"),
+    '`Config(objective="chivi")` (one particle)': lambda tmp: C(objective="chivi"),
+    '`Config(objective="chivi", num_particles=4, stl=True)`': lambda tmp: C(objective="chivi", num_particles=4, stl=True),
+    '`Config(objective="forward_kl")` (one particle)': lambda tmp: C(objective="forward_kl"),
+    '`Config(objective="forward_kl", num_particles=4, stl=True)`': lambda tmp: C(objective="forward_kl", num_particles=4, stl=True),
     '`Config(guide="delta", num_particles=4)`': lambda tmp: C(guide="delta", num_particles=4),
     '`Config(guide="delta", objective="renyi", num_particles=2)`': lambda tmp: C(guide="delta", objective="renyi", num_particles=2),
     '`Config(guide="delta", objective="elbo_analytic")`': lambda tmp: C(guide="delta", objective="elbo_analytic"),
+    '`Config(guide="delta", objective="chivi", num_particles=2)`': lambda tmp: C(guide="delta", objective="chivi", num_particles=2),
+    '`Config(guide="delta", objective="forward_kl", num_particles=2)`': lambda tmp: C(guide="delta", objective="forward_kl", num_particles=2),
     '`Config(optimizer=0.1)`': lambda tmp: C(optimizer=0.1),
     '`Config(optimizer="lbfgs2")`': lambda tmp: C(optimizer="lbfgs2"),
     '`Config(optimizer_options=None)`': lambda tmp: C(optimizer_options=None),
@@ -278,6 +290,19 @@ CASES = {
     ),
     "a callback that raises (raised after the chunk it was shown; `err.fit` holds the fit so far)": lambda tmp: vb.fit(
         tiny(), callbacks=[_failing_callback], **QUICK
+    ),
+    # Fitting many runs
+    '`vb.fit_many("model", Config(), seeds=[0])`': lambda tmp: vb.fit_many("model", C(), seeds=[0]),
+    "`vb.fit_many(tiny, Config())` (no `seeds=`)": lambda tmp: vb.fit_many(tiny(), C()),
+    "`vb.fit_many(tiny, Config(), seeds=3)`": lambda tmp: vb.fit_many(tiny(), C(), seeds=3),
+    "`vb.fit_many(tiny, [Config(), Config()], seeds=[0, 1])`": lambda tmp: vb.fit_many(tiny(), [C(), C()], seeds=[0, 1]),
+    '`vb.fit_many(tiny, {"seed": 1})`': lambda tmp: vb.fit_many(tiny(), {"seed": 1}),
+    '`vb.fit_many(tiny, [Config(), {"seed": 1}])`': lambda tmp: vb.fit_many(tiny(), [C(), {"seed": 1}]),
+    "`vb.fit_many(tiny, [])`": lambda tmp: vb.fit_many(tiny(), []),
+    "`vb.fit_many(tiny, [Config(), Config(num_particles=4)])`": lambda tmp: vb.fit_many(tiny(), [C(), C(num_particles=4)]),
+    '`vb.fit_many(tiny, [Config(), Config(schedule="constant")])`': lambda tmp: vb.fit_many(tiny(), [C(), C(schedule="constant")]),
+    "`vb.fit_many(subsampled, Config(), seeds=[0, 1])` (a model with `batch_size`)": lambda tmp: vb.fit_many(
+        vb.Model.from_numpyro(subsampled_mean, np.zeros(10), batch_size=5), C(), seeds=[0, 1]
     ),
     # Using a fit
     "`fit.sample(key, 0)`": lambda tmp: tiny_fit().sample(K, 0),

@@ -6,6 +6,7 @@ from .engine import Hyper, State, Trace, hyper_from_config, init_params, make_en
 from .export import to_arviz
 from .fit import CallbackError, Fit, fit, start_fit
 from .guides import Guide, register_guide
+from .many import fit_many
 from .model import Density, Model, shard_data
 from .objectives import Objective, register_objective
 
@@ -37,6 +38,7 @@ __all__ = [
     "engine",
     "export",
     "fit",
+    "fit_many",
     "guides",
     "hyper_from_config",
     "init_params",

@@ -258,14 +258,16 @@ class CallbackError(RuntimeError):
         self.fit = fit
 
 
-def start_state(model: Model, config: Config, engine, hyper, init_values: Optional[dict] = None) -> tuple:
+def start_state(model: Model, config: Config, engine, hyper, init_values: Optional[dict] = None,
+                compile_first_chunk: bool = True) -> tuple:
     """``(State, Start)``: the first state of a new fit, after the starting stage that
-    ``config.init`` names."""
+    ``config.init`` names. With ``compile_first_chunk`` the engine's first ``run_chunk`` compiles
+    while the stage runs (a caller that runs another program passes False)."""
     init_key = jax.random.key(config.seed)
     # The RBG generator compiles several times faster than threefry on CPU, for the same noise
     # quality a VI gradient needs.
     run_key = jax.random.key(config.seed, impl="rbg")
-    if config.init == "prior":
+    if config.init == "prior" or not compile_first_chunk:
         start = find_start(model, config, init_values)
         return engine.init(init_params(model, config, init_key, start=start), run_key, hyper, start.precond), start
     # Shapes do not depend on where the start lands: compile the first chunk in the background
@@ -403,6 +405,16 @@ class _Runner:
         self._filled = self._start = offset
         self._rejected = int(np.sum(self._buffers.rejected[:offset]))
         self.stop_reason = "completed"
+        self.remaining = config.num_steps
+        self._plateau = None
+        if config.schedule == "plateau":
+            self._plateau = Plateau(
+                self.base_learning_rate,
+                config.final_lr_ratio,
+                current=float(state.hyper.learning_rate),
+                level=None if memory is None else memory.level,
+                waited=0 if memory is None else memory.waited,
+            )
         self._bar = tqdm(total=config.num_steps, desc=f"vibench {name}", disable=not progress_bar, leave=True)
 
     def trace(self) -> Trace:
@@ -412,57 +424,56 @@ class _Runner:
         """Run chunks until done or stopped. After each chunk everything the next one depends on
         (state, decayed learning rate, the rules' memory) is committed before any callback runs,
         so a Ctrl-C at any point leaves a fit that ``init=`` continues exactly."""
-        remaining = self.config.num_steps
-        plateau = None
-        if self.config.schedule == "plateau":
-            plateau = Plateau(
-                self.base_learning_rate,
-                self.config.final_lr_ratio,
-                current=float(self.state.hyper.learning_rate),
-                level=None if self.memory is None else self.memory.level,
-                waited=0 if self.memory is None else self.memory.waited,
-            )
         try:
-            while remaining > 0:
-                n = min(self.config.chunk_size, remaining)
+            while self.remaining > 0:
+                n = min(self.config.chunk_size, self.remaining)
                 state, chunk = engine.run_chunk(self.state, n)
-                chunk = jax.device_get(chunk)  # one transfer per chunk, not one per step
-                for buf, values in zip(self._buffers, chunk):
-                    buf[self._filled : self._filled + n] = values
-                accepted = ~chunk.rejected
-                if not accepted.any():
-                    self.state, self._filled = state, self._filled + n
-                    self._rejected += n
-                    self._bar.update(n)
-                    self._bar.set_postfix(elbo="n/a", rejected=self._rejected, refresh=False)
-                    self._diverged(chunk)
-                    return
-                current = chunk_stats(chunk.elbo[accepted])
-                converged = False
-                if plateau is not None:
-                    if self.plateau_signal is None:
-                        learning_rate, converged = plateau.update(chunk.elbo[accepted])
-                    else:
-                        learning_rate, converged = plateau.update(self.plateau_signal(state), paired=True)
-                    if learning_rate is not None:
-                        state = state._replace(hyper=state.hyper._replace(learning_rate=np.float32(learning_rate)))
-                if self.config.tol is not None and self.memory is not None:
-                    previous_mean = self.memory.last_chunk[0]
-                    converged |= abs(current[0] - previous_mean) <= self.config.tol * max(abs(previous_mean), 1e-12)
-                memory = Memory(current, None, 0) if plateau is None else Memory(current, plateau.level, plateau.waited)
-                # One assignment: the state, the trace length and the rules' memory move together.
-                self.state, self._filled, self.memory = state, self._filled + n, memory
-                remaining -= n
-                self._rejected += int(np.sum(chunk.rejected))
-                self._bar.update(n)
-                self._bar.set_postfix(elbo=f"{current[0]:.4g}", rejected=self._rejected, refresh=False)
-                if self._callbacks_stop():
-                    return
-                if converged:
-                    self.stop_reason = "converged"
+                # One transfer per chunk, not one per step.
+                if self.record(state, jax.device_get(chunk)):
                     return
         except KeyboardInterrupt:
             self.stop_reason = "interrupted"
+
+    def record(self, state: State, chunk: Trace) -> bool:
+        """Commit one chunk: ``state`` after it and its ``chunk`` trace (host arrays ``(n,)``).
+        Applies the stopping rules and the plateau decay; True when the run stops here."""
+        n = len(chunk.loss)
+        for buf, values in zip(self._buffers, chunk):
+            buf[self._filled : self._filled + n] = values
+        accepted = ~chunk.rejected
+        if not accepted.any():
+            self.state, self._filled = state, self._filled + n
+            self._rejected += n
+            self._bar.update(n)
+            self._bar.set_postfix(elbo="n/a", rejected=self._rejected, refresh=False)
+            self._diverged(chunk)
+            return True
+        current = chunk_stats(chunk.elbo[accepted])
+        converged = False
+        plateau = self._plateau
+        if plateau is not None:
+            if self.plateau_signal is None:
+                learning_rate, converged = plateau.update(chunk.elbo[accepted])
+            else:
+                learning_rate, converged = plateau.update(self.plateau_signal(state), paired=True)
+            if learning_rate is not None:
+                state = state._replace(hyper=state.hyper._replace(learning_rate=np.float32(learning_rate)))
+        if self.config.tol is not None and self.memory is not None:
+            previous_mean = self.memory.last_chunk[0]
+            converged |= abs(current[0] - previous_mean) <= self.config.tol * max(abs(previous_mean), 1e-12)
+        memory = Memory(current, None, 0) if plateau is None else Memory(current, plateau.level, plateau.waited)
+        # One assignment: the state, the trace length and the rules' memory move together.
+        self.state, self._filled, self.memory = state, self._filled + n, memory
+        self.remaining -= n
+        self._rejected += int(np.sum(chunk.rejected))
+        self._bar.update(n)
+        self._bar.set_postfix(elbo=f"{current[0]:.4g}", rejected=self._rejected, refresh=False)
+        if self._callbacks_stop():
+            return True
+        if converged:
+            self.stop_reason = "converged"
+            return True
+        return False
 
     def _callbacks_stop(self) -> bool:
         for callback in self.callbacks:

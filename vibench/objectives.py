@@ -6,10 +6,12 @@ the program's shapes) and then only called::
     loss_fn = make_objective("elbo", model, guide, num_particles=8)
     loss, aux = loss_fn(params, eps, hyper)   # eps: (8, guide.noise_dim(params))
 
-``loss`` is the quantity minimised (the negative of a bound); ``aux["elbo"]`` is the Monte Carlo
-ELBO from the same particles whatever the objective, so traces of different objectives compare.
-Numbers a user changes live (``hyper.alpha``, ``hyper.stl``) are runtime values: changing them does
-not recompile.
+``loss`` is the quantity minimised (the negative of a lower bound, CHIVI's upper bound, or the
+forward KL's surrogate); ``aux["elbo"]`` is the Monte Carlo ELBO from the same particles whatever
+the objective, so traces of different objectives compare. ``chivi`` and ``forward_kl`` are
+mass-covering: their optima spread over the target where the ELBO's shrink inside it. Numbers a
+user changes live (``hyper.alpha``, ``hyper.stl``) are runtime values: changing them does not
+recompile.
 """
 
 from __future__ import annotations
@@ -182,6 +184,78 @@ def _check_renyi(guide, stl, num_particles):
 
 
 register_objective(Objective("renyi", _build_renyi, _check_renyi))
+
+
+# ---------------------------------------------------------------- chivi
+
+CHIVI_ORDER = 2.0  # n of the chi^n divergence; fixed at build time (it is not a Config field)
+
+
+def _build_chivi(model, guide, num_particles):
+    log_k = jnp.log(num_particles)
+
+    def fn(params, eps, hyper):
+        del hyper
+        log_p, log_q = _draws(model, guide, params, eps, False)
+        log_w = log_p - log_q
+        # log CUBO_n = (1/n) log mean_k w_k^n, through logsumexp so w^n never over- or underflows.
+        cubo = (logsumexp(CHIVI_ORDER * log_w) - log_k) / CHIVI_ORDER
+        return cubo, {"elbo": jnp.mean(log_w)}
+
+    return fn
+
+
+def _check_chivi(guide, stl, num_particles):
+    _no_point(guide, "chivi")
+    if stl:
+        raise ValueError(
+            "stl=True with objective 'chivi' gives a biased gradient (dropping the score term of "
+            "log q is exact for the ELBO alone); use stl=False"
+        )
+    if num_particles < 2:
+        raise ValueError(
+            "objective 'chivi' needs num_particles >= 2: with one particle the chi^2 bound equals "
+            f"the ELBO; got num_particles={num_particles}"
+        )
+
+
+register_objective(Objective("chivi", _build_chivi, _check_chivi))
+
+
+# ---------------------------------------------------------------- forward_kl
+
+
+def _build_forward_kl(model, guide, num_particles):
+    def fn(params, eps, hyper):
+        del hyper
+        # The draws are data to the wake-phase update: only log q's own dependence on its params
+        # is differentiated (through the draws, log q of a location-scale family is constant).
+        z = jax.lax.stop_gradient(guide.transform(params, eps))
+        log_p = _log_density_batch(model.log_density, z)
+        log_q = guide.log_prob(params, z)
+        log_w = log_p - log_q
+        weights = jax.nn.softmax(jax.lax.stop_gradient(log_w))
+        loss = -jnp.sum(weights * log_q)
+        return loss, {"elbo": jnp.mean(log_w)}
+
+    return fn
+
+
+def _check_forward_kl(guide, stl, num_particles):
+    _no_point(guide, "forward_kl")
+    if stl:
+        raise ValueError(
+            "stl=True has no meaning with objective 'forward_kl': its gradient is the score of log q "
+            "at fixed draws, with no path term; use stl=False"
+        )
+    if num_particles < 2:
+        raise ValueError(
+            "objective 'forward_kl' needs num_particles >= 2: its self-normalised importance weights "
+            f"are all 1 with one particle, which fits nothing; got num_particles={num_particles}"
+        )
+
+
+register_objective(Objective("forward_kl", _build_forward_kl, _check_forward_kl))
 
 
 def _no_point(guide: Guide, objective: str) -> None:

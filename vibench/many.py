@@ -1,0 +1,157 @@
+"""``fit_many``: several runs of one program (restarts, seeds, learning rates) as one compiled program.
+
+    fits = vb.fit_many(model, vb.Config(schedule="constant"), seeds=[0, 1, 2])
+    fits = vb.fit_many(model, [config.replace(learning_rate=lr) for lr in (1e-3, 1e-2, 1e-1)])
+
+Each run starts as :func:`vibench.fit` would start it (the starting stage runs per run, on the
+host); the States are stacked along a leading axis and every chunk of every run is one call of the
+engine's ``run_many`` (a ``vmap`` of the chunk's scan). Run ``i`` returns the :class:`Fit` that
+``vb.fit(model, configs[i])`` returns, to float rounding: same noise, same stopping rules (the
+plateau schedule and ``tol`` decide per run between chunks). A run that stops early keeps its
+state and trace as of that chunk; it rides along in the batch, its later steps discarded, until
+every run has stopped or ``num_steps`` is reached.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import warnings
+from typing import Optional, Sequence, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+from .config import Config
+from .engine import Trace, hyper_from_config, make_engine
+from .fit import Fit, _Runner, _resolve_config, plateau_signal, start_state
+from .model import Model, check_model
+
+__all__ = ["fit_many", "RUN_FIELDS"]
+
+# Config fields that may differ between the runs of one fit_many call: runtime numbers of the
+# engine (engine.Hyper), the starting stage, and the host's stopping rule. Every other field
+# shapes the compiled program (or the chunk loop) and must be the same in every run.
+RUN_FIELDS = ("seed", "learning_rate", "alpha", "clip_norm", "stl", "warmup_steps", "final_lr_ratio",
+              "init", "init_scale", "tol")
+
+
+def fit_many(
+    model: Model,
+    configs: Union[Config, Sequence[Config]],
+    *,
+    seeds: Optional[Sequence[int]] = None,
+    init_values: Optional[dict] = None,
+    optimizer: Optional[optax.GradientTransformation] = None,
+    progress_bar: bool = True,
+) -> list:
+    """Fit ``model`` once per run, all runs as one vmapped program; a list of :class:`Fit`.
+
+    ``configs`` is either a Config with ``seeds=[...]`` (one run per seed) or a list of Configs
+    that differ only in :data:`RUN_FIELDS` (seed, learning_rate, alpha, clip_norm, stl, ...).
+    ``init_values`` and ``optimizer`` are those of :func:`vibench.fit`, shared by every run.
+    Subsampled models (``batch_size``) are not supported: their minibatch draws under ``vmap``
+    would differ from a lone fit's.
+    """
+    check_model(model, "fit_many")
+    configs = [_resolve_config(config, optimizer, {}) for config in _run_configs(configs, seeds)]
+    _check_one_program(configs)
+    if model.batch_size:
+        raise ValueError(
+            f"fit_many does not run subsampled models (model {model.name!r} has batch_size={model.batch_size}): "
+            "the RBG generator's minibatch draws change under vmap; fit each run with vb.fit"
+        )
+    engine = make_engine(model, configs[0], optimizer)
+    began = time.perf_counter()
+    runners, starts = [], []
+    for i, config in enumerate(configs):
+        hyper = hyper_from_config(config, model)
+        # The lone program's first chunk would never run here: do not compile it.
+        state, start = start_state(model, config, engine, hyper, init_values, compile_first_chunk=False)
+        if start.message:
+            warnings.warn(f"vibench start (run {i}, seed {config.seed}): {start.message}", stacklevel=2)
+        runners.append(_Runner(state, config, None, None, (), False, model.name, plateau_signal(model, config),
+                               float(hyper.learning_rate)))
+        starts.append(start)
+    _run(engine, runners, progress_bar, f"vibench {model.name} x{len(runners)}")
+    wall_time = time.perf_counter() - began
+    return [
+        Fit(model=model, config=config, state=_on_device(runner.state), trace=runner.trace(), wall_time=wall_time,
+            stop_reason=runner.stop_reason, optimizer=optimizer, start=start, memory=runner.memory)
+        for config, runner, start in zip(configs, runners, starts)
+    ]
+
+
+def _run(engine, runners: list, progress_bar: bool, desc: str) -> None:
+    """The chunk loop of all runs: one ``run_many`` per chunk, then each active run's host rules."""
+    states = jax.tree.map(lambda *leaves: jnp.stack(leaves), *(runner.state for runner in runners))
+    keys = [runner.state.key for runner in runners]  # constant over a run: kept, not fetched each chunk
+    active = [True] * len(runners)
+    remaining, chunk_size = runners[0].config.num_steps, runners[0].config.chunk_size
+    bar = tqdm(total=remaining, desc=desc, disable=not progress_bar, leave=True)
+    try:
+        while remaining > 0 and any(active):
+            n = min(chunk_size, remaining)
+            states, chunk = engine.run_many(states, n)
+            # One transfer per chunk for all runs; typed keys stay on the device.
+            host_states, chunk = jax.device_get((states._replace(key=None), chunk))
+            for i, runner in enumerate(runners):
+                if active[i]:
+                    state = jax.tree.map(lambda leaf: leaf[i], host_states)._replace(key=keys[i])
+                    active[i] = not runner.record(state, Trace(*(values[i] for values in chunk)))
+            # The plateau rule decays each run's learning rate on the host: hand it back.
+            learning_rates = np.array([runner.state.hyper.learning_rate for runner in runners], np.float32)
+            states = states._replace(hyper=states.hyper._replace(learning_rate=learning_rates))
+            remaining -= n
+            bar.update(n)
+    except KeyboardInterrupt:
+        for i, runner in enumerate(runners):
+            if active[i]:
+                runner.stop_reason = "interrupted"
+    finally:
+        bar.close()
+        for runner in runners:
+            runner.close()
+
+
+def _on_device(state):
+    # The runs' states were sliced from one host copy of the batch; a Fit holds device arrays.
+    return jax.device_put(state)
+
+
+def _run_configs(configs, seeds) -> list:
+    if isinstance(configs, Config):
+        if seeds is None:
+            raise ValueError("fit_many(model, config) needs seeds=[...], one run per seed; or pass a list of Configs")
+        if isinstance(seeds, (int, np.integer)) or not all(isinstance(s, (int, np.integer)) for s in seeds):
+            raise TypeError(f"seeds must be a list of integers, got {seeds!r}")
+        configs = [configs.replace(seed=int(seed)) for seed in seeds]
+    else:
+        if seeds is not None:
+            raise ValueError("pass seeds=[...] with a single Config; a list of Configs carries its own seeds")
+        if not isinstance(configs, (list, tuple)):
+            raise TypeError(f"configs must be a vibench.Config (with seeds=) or a list of Configs, got {type(configs).__name__}")
+        for i, config in enumerate(configs):
+            if not isinstance(config, Config):
+                raise TypeError(f"configs[{i}] must be a vibench.Config, got {type(config).__name__}")
+        configs = list(configs)
+    if not configs:
+        raise ValueError("fit_many needs at least one run, got none")
+    return configs
+
+
+def _check_one_program(configs: list) -> None:
+    first = configs[0]
+    for i, config in enumerate(configs[1:], start=1):
+        for field in dataclasses.fields(Config):
+            if field.name in RUN_FIELDS:
+                continue
+            a, b = getattr(first, field.name), getattr(config, field.name)
+            if a != b:
+                raise ValueError(
+                    f"fit_many runs one compiled program: every Config must have the same {field.name!r}, "
+                    f"but configs[0] has {a!r} and configs[{i}] has {b!r}; runs may differ only in {list(RUN_FIELDS)}"
+                )
