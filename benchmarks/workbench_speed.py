@@ -53,8 +53,8 @@ def main():
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     models = {
-        "eight schools": (vb.models.eight_schools(), 200_000),
-        "logistic regression N=10k D=50": (vb.models.logistic_regression(), 4_000),
+        "eight schools": (vb.models.eight_schools(), 2_000_000),
+        "logistic regression N=10k D=50": (vb.models.logistic_regression(), 20_000),
     }
     print(f"jax {jax.__version__}, device {jax.devices()[0]}")
     print("| model | steps | headless steps/s | Training tab: steps/s (ratio) | view redraws/s | "

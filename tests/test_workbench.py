@@ -176,6 +176,10 @@ def test_refused_values_are_put_back_with_a_reason(schools):
     assert "stl=True with objective" in wb.message.value and "biased" in wb.message.value
     wb.controls.objective.value = "elbo"  # back to each objective's own STL default
     assert wb.config.objective == "elbo" and wb.config.use_stl
+    wb.controls.num_particles.value = 1
+    wb.controls.objective.value = "forward_kl"  # needs several particles: given 8
+    assert wb.config.objective == "forward_kl" and wb.config.num_particles == 8 and not wb.config.use_stl
+    wb.controls.objective.value = "elbo"
     wb.controls.guide.value = "delta"  # a MAP fit: one particle, no STL
     assert wb.config.num_particles == 1 and not wb.config.use_stl
     assert wb.controls.num_particles.disabled

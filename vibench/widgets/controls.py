@@ -87,8 +87,8 @@ class Controls:
             return
         elif name == "objective":
             changes["stl"] = None  # each objective's own default
-            if value == "renyi" and self.config.num_particles < 2:
-                changes["num_particles"] = 8  # a Renyi bound of one particle is the ELBO
+            if self.config.num_particles < 2 and not _valid(self.config, **changes):
+                changes["num_particles"] = 8  # the multi-particle bounds (renyi, chivi, forward_kl)
         elif name == "learning_rate":
             changes = {name: float(value)}
         self._apply(changes)
@@ -149,3 +149,11 @@ class Controls:
             self.objective.disabled = self.stl.disabled = self.num_particles.disabled = point
         finally:
             self._updating = False
+
+
+def _valid(config: Config, **changes) -> bool:
+    try:
+        config.replace(**changes)
+    except (TypeError, ValueError):
+        return False
+    return True
