@@ -32,7 +32,7 @@ from .views import CompareView, MarginalsView, PairView, TraceView, render_png
 __all__ = ["Workbench"]
 
 VIEW_DRAWS = 2000  # guide draws behind the posterior views
-MAX_DUTY = 0.3  # the largest share of wall time the view thread spends drawing
+MAX_DUTY = 0.5  # the largest share of wall time the view thread spends drawing
 
 
 class Workbench:
