@@ -169,20 +169,22 @@ def _build_renyi(model, guide, num_particles):
     return fn
 
 
-def _check_renyi(guide, stl, num_particles):
-    _no_point(guide, "renyi")
-    if stl:
-        raise ValueError(
-            "stl=True with objective 'renyi' gives a biased gradient (it needs the doubly-"
-            "reparameterised estimator); use stl=False"
-        )
-    if num_particles < 2:
-        raise ValueError(
-            "objective 'renyi' needs num_particles >= 2: with one particle the Renyi bound equals "
-            f"the ELBO for every alpha; got num_particles={num_particles}"
-        )
+def _multi_particle_check(name: str, stl_reason: str, one_particle_reason: str):
+    """The check of a bound over several particles that takes no STL and no point guide."""
+
+    def check(guide, stl, num_particles):
+        _no_point(guide, name)
+        if stl:
+            raise ValueError(f"stl=True {stl_reason}; use stl=False")
+        if num_particles < 2:
+            raise ValueError(f"objective {name!r} needs num_particles >= 2: {one_particle_reason}; got num_particles={num_particles}")
+
+    return check
 
 
+_check_renyi = _multi_particle_check(
+    "renyi", "with objective 'renyi' gives a biased gradient (it needs the doubly-reparameterised estimator)",
+    "with one particle the Renyi bound equals the ELBO for every alpha")
 register_objective(Objective("renyi", _build_renyi, _check_renyi))
 
 
@@ -205,20 +207,9 @@ def _build_chivi(model, guide, num_particles):
     return fn
 
 
-def _check_chivi(guide, stl, num_particles):
-    _no_point(guide, "chivi")
-    if stl:
-        raise ValueError(
-            "stl=True with objective 'chivi' gives a biased gradient (dropping the score term of "
-            "log q is exact for the ELBO alone); use stl=False"
-        )
-    if num_particles < 2:
-        raise ValueError(
-            "objective 'chivi' needs num_particles >= 2: with one particle the chi^2 bound equals "
-            f"the ELBO; got num_particles={num_particles}"
-        )
-
-
+_check_chivi = _multi_particle_check(
+    "chivi", "with objective 'chivi' gives a biased gradient (dropping the score term of log q is exact for the "
+    "ELBO alone)", "with one particle the chi^2 bound equals the ELBO")
 register_objective(Objective("chivi", _build_chivi, _check_chivi))
 
 
@@ -241,20 +232,9 @@ def _build_forward_kl(model, guide, num_particles):
     return fn
 
 
-def _check_forward_kl(guide, stl, num_particles):
-    _no_point(guide, "forward_kl")
-    if stl:
-        raise ValueError(
-            "stl=True has no meaning with objective 'forward_kl': its gradient is the score of log q "
-            "at fixed draws, with no path term; use stl=False"
-        )
-    if num_particles < 2:
-        raise ValueError(
-            "objective 'forward_kl' needs num_particles >= 2: its self-normalised importance weights "
-            f"are all 1 with one particle, which fits nothing; got num_particles={num_particles}"
-        )
-
-
+_check_forward_kl = _multi_particle_check(
+    "forward_kl", "has no meaning with objective 'forward_kl': its gradient is the score of log q at fixed draws, "
+    "with no path term", "its self-normalised importance weights are all 1 with one particle, which fits nothing")
 register_objective(Objective("forward_kl", _build_forward_kl, _check_forward_kl))
 
 
