@@ -116,11 +116,11 @@ class Runner:
         self._thread: Optional[threading.Thread] = None
         self._model, self._config = model, config
         self._fit: Optional[Fit] = None  # the last finished segment (or start_fit)
-        self._live: Optional[tuple] = None  # (config, state, trace) after the newest chunk
+        self._live: Optional[tuple] = None  # (config, state, trace, model) after the newest chunk
         self._phase, self._message = IDLE, ""
         self._pause = self._stop = self._attention = self._restart = False
         self._stop_message = ""
-        self._segment_began = self._run_began = 0.0
+        self._segment_began = 0.0
         self._segment_chunks = 0
         self._rate = float("nan")
         self._last_chunk = (0, 0.0)  # (step, time) of the newest chunk
@@ -167,7 +167,8 @@ class Runner:
     # ------------------------------------------------------------------ commands
 
     def run(self) -> None:
-        """Start training (resuming the current fit if there is one and no restart is pending)."""
+        """Start a run, or resume a paused one. After a run has finished, stopped or failed (or a
+        restart is pending), a fresh run starts; the ended one stays in :attr:`runs`."""
         with self._lock:
             if self.running:
                 self._pause = False
