@@ -186,7 +186,7 @@ class Model:
                 z0[key] = jnp.asarray(t.inv(jnp.broadcast_to(jnp.asarray(init[key], jnp.float32), shape)))
             else:
                 z0[key] = jnp.zeros(t.inverse_shape(shape), jnp.float32)
-        init_z, unravel = ravel_pytree(z0)
+        init_z, unravel = _ravel(z0)
         label = name or _name(log_density)
 
         def constrain(z):
@@ -322,6 +322,27 @@ class _Plates(Messenger):
             msg["value"], msg["args"] = jax.random.randint(key, (batch,), 0, size), (size, batch)
 
 
+def _ravel(tree) -> tuple:
+    """``(flat, unravel)`` like ``jax.flatten_util.ravel_pytree``, with ``unravel`` by static slices.
+
+    ``ravel_pytree``'s unravel splits the flat vector, and the gradient of a split is one
+    concatenation; on a GPU, XLA fused a 10,000-term reduction of a logistic regression's gradient
+    into that concatenation's kernel, and the model's value and gradient ran 9.4x slower than with
+    static slices.
+    """
+    flat, _ = ravel_pytree(tree)
+    leaves, treedef = jax.tree.flatten(tree)
+    shapes = [np.shape(leaf) for leaf in leaves]
+    dtypes = [jnp.result_type(leaf) for leaf in leaves]
+    bounds = np.cumsum([0] + [int(np.prod(shape)) for shape in shapes])
+
+    def unravel(z):
+        parts = (z[a:b].reshape(shape).astype(dtype) for a, b, shape, dtype in zip(bounds[:-1], bounds[1:], shapes, dtypes))
+        return jax.tree.unflatten(treedef, list(parts))
+
+    return flat, unravel
+
+
 _ALL_DATA = 0  # rebuild's batch for "every data point", where None means the plates' own subsample_size
 
 
@@ -356,7 +377,7 @@ def _numpyro_model(model_fn, args, kwargs, plates: dict, batch: Optional[int]) -
         ) from err
     except (ValueError, TypeError, IndexError) as err:
         raise _call_error(model_fn, "evaluating its log density", err) from err
-    init_z, unravel = ravel_pytree(info.param_info.z)
+    init_z, unravel = _ravel(info.param_info.z)
 
     def bind(arrays, key):
         fn = resolved(key)
