@@ -60,6 +60,7 @@ class Status(NamedTuple):
 
     @property
     def seconds_left(self) -> float:
+        """Steps still to run at the current rate (NaN unless running)."""
         if self.phase != RUNNING or not self.steps_per_second > 0:
             return float("nan")
         return max(self.target - self.step, 0) / self.steps_per_second
@@ -131,6 +132,7 @@ class Runner:
 
     @property
     def model(self) -> Model:
+        """The model the next chunk runs on (with the batch size chosen)."""
         return self._model
 
     @property
@@ -151,6 +153,7 @@ class Runner:
 
     @property
     def status(self) -> Status:
+        """What the loop is doing now (:class:`Status`)."""
         with self._lock:
             fit, live = self._fit, self._live
             step = len(live[2].loss) if live else (fit.num_steps if fit else 0)
@@ -189,6 +192,7 @@ class Runner:
                 self._pause = self._attention = True
 
     def resume(self) -> None:
+        """Continue a paused run."""
         with self._lock:
             self._pause = False
             self._lock.notify_all()

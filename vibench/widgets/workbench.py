@@ -68,6 +68,7 @@ class Workbench:
         self._key = jax.random.key(config.seed + 12345)  # fixed: views move with the params, not the noise
         self._labels = _labels(model)
         self._dirty = threading.Event()
+        self._draw_lock = threading.Lock()  # the view thread and wait() may both redraw
         self._closed = False
         self._last_trace_length = -1
         self._last_runs = -1
@@ -165,6 +166,7 @@ class Workbench:
 
     @property
     def config(self) -> Config:
+        """The Config the next chunk runs with (the controls' settings)."""
         return self.runner.config
 
     @property
@@ -179,15 +181,19 @@ class Workbench:
         self._dirty.set()
 
     def pause(self) -> None:
+        """Pause after the current chunk; :meth:`resume` continues exactly."""
         self.runner.pause()
 
     def resume(self) -> None:
+        """Continue a paused run."""
         self.runner.resume()
 
     def stop(self) -> None:
+        """End the run after the current chunk; ``wb.fit`` keeps the last good state."""
         self.runner.stop()
 
     def reset(self) -> None:
+        """Stop any run and forget the current fit (ended runs stay in :attr:`runs`)."""
         self.runner.reset()
         self._last_trace_length = -1
         self._dirty.set()
@@ -306,6 +312,10 @@ class Workbench:
 
     def refresh(self, force: bool = False) -> None:
         """Redraw the status line and the visible tab's views from the runner's newest snapshot."""
+        with self._draw_lock:
+            self._refresh(force)
+
+    def _refresh(self, force: bool) -> None:
         status = self.runner.status
         self._show_status(status)
         tab = self.tabs.selected_index
