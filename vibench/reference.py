@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-__all__ = ["compare", "plot_compare", "scalar_draws"]
+__all__ = ["compare", "plot_compare", "scalar_draws", "scalar_labels"]
 
 
 def compare(approx, reference, var_names: Optional[Sequence[str]] = None, num_draws: int = 4000, key=None):
@@ -78,7 +78,7 @@ def scalar_draws(source, num_draws: int = 4000, key=None) -> dict:
     out = {}
     for name, values in draws.items():
         flat = values.reshape(len(values), -1)
-        out.update(zip(_labels(name, values.shape[1:], coords.get(name)), flat.T))
+        out.update(zip(scalar_labels(name, values.shape[1:], coords.get(name)), flat.T))
     return out
 
 
@@ -108,7 +108,7 @@ def _paired(approx, reference, var_names, num_draws, key) -> dict:
         if a.shape[1:] != r.shape[1:]:
             raise ValueError(f"{name!r} has shape {a.shape[1:]} in the fit but {r.shape[1:]} in the reference")
         shape = a.shape[1:]
-        out[name] = (a.reshape(len(a), -1), r.reshape(len(r), -1), _labels(name, shape, a_coords.get(name)))
+        out[name] = (a.reshape(len(a), -1), r.reshape(len(r), -1), scalar_labels(name, shape, a_coords.get(name)))
     return out
 
 
@@ -146,7 +146,8 @@ def _draws(source, num_draws, key, shapes) -> tuple[dict, dict]:
     )
 
 
-def _labels(name, shape, coords) -> list:
+def scalar_labels(name: str, shape: tuple, coords=None) -> list:
+    """Labels of a site's scalar elements: ``["theta[0]", ...]`` (by coordinate values when given)."""
     if not shape:
         return [name]
     coords = coords or [np.arange(n) for n in shape]

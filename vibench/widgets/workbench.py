@@ -20,11 +20,10 @@ from typing import Optional
 
 import ipywidgets as widgets
 import jax
-import numpy as np
 
 from ..config import Config
 from ..model import Model
-from ..reference import compare, plot_compare, scalar_draws
+from ..reference import compare, plot_compare, scalar_draws, scalar_labels
 from .controls import Controls
 from .runner import Runner
 from .views import CompareView, MarginalsView, PairView, TraceView, render_png
@@ -363,15 +362,10 @@ class Workbench:
 
 
 def _labels(model: Model) -> list:
+    """Every scalar parameter's label (``"theta[3]"``), deterministic sites included, in the
+    naming of :func:`vibench.reference.scalar_draws`."""
     values = jax.eval_shape(model.constrain, model.init_z)
-    labels = []
-    for name, value in values.items():
-        shape = tuple(value.shape)
-        if not shape:
-            labels.append(name)
-        else:
-            labels.extend(f"{name}[{', '.join(map(str, index))}]" for index in np.ndindex(*shape))
-    return labels
+    return [label for name, value in values.items() for label in scalar_labels(name, tuple(value.shape), None)]
 
 
 def _duration(seconds: float) -> str:
