@@ -125,7 +125,6 @@ class Runner:
         self._segment_chunks = 0
         self._rate = float("nan")
         self._last_chunk = (0, 0.0)  # (step, time) of the newest chunk
-        self._elbo = float("nan")
         self.error: Optional[BaseException] = None
 
     # ------------------------------------------------------------------ what the views read
@@ -156,10 +155,15 @@ class Runner:
         """What the loop is doing now (:class:`Status`)."""
         with self._lock:
             fit, live = self._fit, self._live
-            step = len(live[2].loss) if live else (fit.num_steps if fit else 0)
-            rejected = int(np.sum(live[2].rejected)) if live else (fit.num_rejected if fit else 0)
+            trace = live[2] if live else (fit.trace if fit else None)
+            step = 0 if trace is None else len(trace.loss)
+            rejected = 0 if trace is None else int(np.sum(trace.rejected))
+            # Read here, a few times a second, rather than after each of hundreds of chunks.
+            tail = slice(-self._config.chunk_size, None)
+            accepted = np.zeros(0) if trace is None else trace.elbo[tail][~trace.rejected[tail]]
+            elbo = chunk_stats(accepted)[0] if accepted.size else float("nan")
             compiling = self._phase == STARTING or (self._phase == RUNNING and self._segment_chunks == 0)
-            return Status(self._phase, step, self._config.num_steps, self._rate, self._elbo, rejected,
+            return Status(self._phase, step, self._config.num_steps, self._rate, elbo, rejected,
                           compiling, fit.start if fit else None, self._message)
 
     @property
@@ -181,7 +185,7 @@ class Runner:
                 self._fit, self._restart = None, False  # a fresh run: the ended one stays in self.runs
             self._pause = self._stop = self._attention = False
             self._stop_message, self.error = "", None
-            self._rate, self._elbo = float("nan"), float("nan")
+            self._rate = float("nan")
             self._thread = threading.Thread(target=self._train, name="vibench-workbench", daemon=True)
             self._thread.start()
 
@@ -212,7 +216,7 @@ class Runner:
         self.wait()
         with self._lock:
             self._fit, self._live, self._restart = None, None, False
-            self._phase, self._message, self._elbo, self._rate = IDLE, "", float("nan"), float("nan")
+            self._phase, self._message, self._rate = IDLE, "", float("nan")
         self._notify()
 
     def wait(self, timeout: Optional[float] = None) -> bool:
@@ -317,8 +321,6 @@ class Runner:
 
     def _on_chunk(self, step, trace, state) -> bool:
         now = time.perf_counter()
-        centre = chunk_stats(trace.elbo[-self._config.chunk_size:][~trace.rejected[-self._config.chunk_size:]])[0] \
-            if len(trace.elbo) else float("nan")
         with self._lock:
             previous_step, previous_time = self._last_chunk
             # Only full chunks after a segment's first: a first or shorter chunk may include a compile.
@@ -328,7 +330,6 @@ class Runner:
             self._last_chunk = (step, now)
             self._segment_chunks += 1
             self._live = (self._config, state, trace, self._model)
-            self._elbo = centre
             attention = self._attention
         self._notify()
         return attention
