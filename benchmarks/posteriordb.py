@@ -46,7 +46,6 @@ import warnings
 from pathlib import Path
 from typing import Callable, NamedTuple
 
-import arviz
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -276,10 +275,7 @@ def score(fit, model, reference: Reference) -> Score:
     ratio = draws.std(0, ddof=1) / reference.sd
     khat = float("nan")
     if not fit.guide.point:  # a point mass has no density to weigh against
-        z = fit.sample_unconstrained(jax.random.key(2), NUM_WEIGHTS)
-        log_weights = np.asarray(jax.vmap(model.log_density)(z), np.float64) - np.asarray(fit.log_q(z), np.float64)
-        log_weights = np.where(np.isnan(log_weights), -np.inf, log_weights)
-        _, khat = arviz.psislw(log_weights)
+        khat = fit.khat(NUM_WEIGHTS, jax.random.key(2)).khat
     return Score(float(mean_error), float(ratio.min()), float(ratio.max()), float(khat))
 
 

@@ -5,7 +5,7 @@ import numpyro.distributions as dist
 import pytest
 
 import vibench as vb
-from vibench.guides import GUIDES, draw, get_guide
+from vibench.guides import GUIDES, dimension, draw, get_guide, transform_log_prob
 
 
 def _params(name, key, d=4):
@@ -20,32 +20,88 @@ def _params(name, key, d=4):
 
 @pytest.mark.parametrize("name", sorted(GUIDES))
 def test_protocol_every_registered_family(name, getkey):
-    """Every family answers the same calls with the same shapes."""
+    """Every family answers the same calls with the same shapes; optional parts are None or agree."""
     guide = GUIDES[name]
     d, n = 4, 7
     params = _params(name, getkey(), d)
     eps = jax.random.normal(getkey(), (n, guide.noise_dim(params)))
     z = guide.transform(params, eps)
     assert z.shape == (n, d)
-    assert guide.log_prob(params, z).shape == (n,)
-    assert guide.mean(params).shape == (d,) and guide.std(params).shape == (d,)
-    assert np.all(np.isfinite(guide.log_prob(params, z)))
+    assert dimension(guide, params) == d
+    z2, log_q = transform_log_prob(guide, params, eps)
+    np.testing.assert_allclose(z2, z, rtol=1e-5, atol=1e-5)
+    assert log_q.shape == (n,)
+    if not guide.point:
+        assert np.all(np.isfinite(log_q))
+    if guide.log_prob is not None and not guide.point:
+        # Where both exist, the one-pass log density equals log_prob at the same draws.
+        np.testing.assert_allclose(guide.log_prob(params, z), log_q, rtol=1e-4, atol=1e-4)
+    for moment in (guide.mean, guide.std):
+        if moment is not None:
+            assert moment(params).shape == (d,)
     assert draw(guide, params, getkey(), 3).shape == (3, d)
     if guide.entropy is not None:
         assert guide.entropy(params).shape == ()
+    assert guide.fitted_on in ("draws", "log_joint", "log_density", "start")
     # Pure: jit gives the same answer.
     np.testing.assert_allclose(jax.jit(guide.transform)(params, eps), z, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", [n for n in sorted(GUIDES) if not GUIDES[n].point])
+def test_every_density_is_normalised(name, getkey):
+    """E_r[q(z) / r(z)] = 1 under a wide Normal r: the log densities (flows' Jacobians included)
+    integrate to one."""
+    guide = GUIDES[name]
+    params = _params(name, getkey(), d=2)
+    z = jax.random.normal(getkey(), (400_000, 2)) * 4.0
+    log_r = dist.Normal(0.0, 4.0).log_prob(z).sum(-1)
+    if guide.log_prob is None:
+        # No density at given points: E_q[r(z) / q(z)] = 1 as well, for an r inside q's bulk.
+        z, log_q = transform_log_prob(guide, params, jax.random.normal(getkey(), (400_000, 2)))
+        narrow = dist.Normal(jnp.median(z, 0), 0.3 * jnp.std(z, 0))
+        log_r, log_q = log_q, narrow.log_prob(z).sum(-1)
+    else:
+        log_q = guide.log_prob(params, z)
+    np.testing.assert_allclose(jnp.mean(jnp.exp(log_q - log_r)), 1.0, atol=0.03)
+
+
+@pytest.mark.parametrize("name", [n for n in sorted(GUIDES) if not GUIDES[n].point and GUIDES[n].std is not None])
 def test_entropy_and_std_agree_with_monte_carlo(name, getkey):
     guide = GUIDES[name]
     params = _params(name, getkey())
     z = draw(guide, params, getkey(), 200_000)
-    mc_entropy = -jnp.mean(guide.log_prob(params, z))
-    np.testing.assert_allclose(guide.entropy(params), mc_entropy, atol=0.02)
+    if guide.entropy is not None:
+        mc_entropy = -jnp.mean(guide.log_prob(params, z))
+        np.testing.assert_allclose(guide.entropy(params), mc_entropy, atol=0.02)
     np.testing.assert_allclose(guide.std(params), jnp.std(z, 0), rtol=0.02)
     np.testing.assert_allclose(guide.mean(params), jnp.mean(z, 0), atol=0.02)
+
+
+@pytest.mark.parametrize("name", ["iaf", "bnaf"])
+def test_flows_start_as_the_mean_field_normal(name, getkey):
+    """A flow's layers start at (IAF) or near (BNAF) the identity: a Laplace start stays meaningful."""
+    loc, scale = jnp.array([0.5, -1.0, 2.0]), jnp.array([1.0, 2.0, 0.5])
+    params = GUIDES[name].init(getkey(), loc, scale, {})
+    z, log_q = transform_log_prob(GUIDES[name], params, jax.random.normal(getkey(), (50_000, 3)))
+    normal = dist.Normal(loc, scale).log_prob(z).sum(-1)
+    if name == "iaf":
+        np.testing.assert_allclose(log_q, normal, atol=1e-4)
+    else:  # the gated residual starts 95% open to the identity
+        assert float(jnp.median(jnp.abs(log_q - normal))) < 0.1
+    np.testing.assert_allclose(jnp.std(z, 0), scale, rtol=0.1)
+
+
+def test_flow_options_are_checked(getkey):
+    with pytest.raises(ValueError, match="num_flows"):
+        GUIDES["iaf"].init(getkey(), jnp.zeros(3), jnp.ones(3), {"num_flows": 0})
+    with pytest.raises(ValueError, match="hidden_factors"):
+        GUIDES["bnaf"].init(getkey(), jnp.zeros(3), jnp.ones(3), {"hidden_factors": []})
+    with pytest.raises(ValueError, match="takes the options"):
+        GUIDES["iaf"].init(getkey(), jnp.zeros(3), jnp.ones(3), {"depth": 2})
+    with pytest.raises(ValueError, match="dimension >= 2"):
+        GUIDES["iaf"].init(getkey(), jnp.zeros(1), jnp.ones(1), {})
+    params = GUIDES["iaf"].init(getkey(), jnp.zeros(3), jnp.ones(3), {"num_flows": 3, "hidden_dims": [5]})
+    assert len(params.layers) == 3 and params.layers[0][0][0].shape == (3, 5)
 
 
 def test_log_prob_matches_numpyro_distributions(getkey):

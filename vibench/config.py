@@ -32,7 +32,7 @@ OPTIMIZERS = {
 }
 _DEFAULT_OPTIONS = {"momentum": {"momentum": 0.9}}
 SCHEDULES = ("plateau", "constant", "exponential", "cosine")
-INITS = ("laplace", "map", "prior")
+INITS = ("laplace", "pathfinder", "map", "prior")
 MAX_STEPS = 2**31 - 1  # the engine counts steps in int32
 CUSTOM = "custom"  # the optimizer name recorded when fit() is handed an optax transformation
 
@@ -117,7 +117,8 @@ class Config:
         """Stick-the-landing as it will run: ``stl``, or the objective's default when unset."""
         if self.stl is not None:
             return self.stl
-        return get_objective(self.objective).default_stl and not get_guide(self.guide).point
+        guide = get_guide(self.guide)
+        return get_objective(self.objective).default_stl and guide.fitted_on == "draws" and guide.supports_stl
 
     @property
     def guide_init_options(self) -> dict:

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .engine import cached
+from .guides import transform_log_prob
 from .gradients import GradientVariance, gradient_variance
 from .reference import compare, plot_compare
 
@@ -97,12 +98,12 @@ def importance_draws(fit, key: jax.Array, n: int) -> Draws:
             return model.constrain(z), model.log_joint(z), model.log_density(z)
 
         def run(params, precond, key):
-            u = guide.transform(params, jax.random.normal(key, (n, guide.noise_dim(params))))
+            u, log_q_u = transform_log_prob(guide, params, jax.random.normal(key, (n, guide.noise_dim(params))))
             z = precond.to_z(u)
             # Batches bound the memory of a model with much data.
             values, lp, log_density = jax.lax.map(per_draw, z, batch_size=min(n, 256))
             # The density of z = shift + scale @ u is q(u) / |det scale|; computed from u, no solve.
-            log_q = jnp.full((n,), jnp.nan) if guide.point else guide.log_prob(params, u) - precond.log_det
+            log_q = log_q_u - precond.log_det
             return Draws(z, values, lp, log_q, log_density - log_q)
 
         return jax.jit(run)

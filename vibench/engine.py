@@ -24,7 +24,7 @@ import numpy as np
 import optax
 
 from .config import CUSTOM, OPTIMIZERS, Config, optimizer_options
-from .guides import Guide, get_guide
+from .guides import Guide, dimension, get_guide
 from .objectives import make_objective
 
 __all__ = [
@@ -97,6 +97,11 @@ class Whitened(NamedTuple):
     def log_joint(self, u):
         return self.model.log_joint(self.precond.to_z(u))
 
+    def flat_log_density(self, u):
+        """The model's own flat log density at ``z(u)``, without the whitening's ``log |det|``:
+        the value a mode is reported with."""
+        return self.model.log_density(self.precond.to_z(u))
+
 
 class State(NamedTuple):
     params: Any  # the guide's params pytree, in the whitened coordinates u
@@ -128,6 +133,9 @@ class Engine(NamedTuple):
     - ``run_many(states, n) -> (States, Trace of (N, n) arrays)``: ``run_chunk`` of N runs as one
       program, over States stacked along a leading axis of length N; run ``i`` equals
       ``run_chunk`` of state ``i`` alone (to float rounding).
+
+    A family with a ``refine`` (Laplace) has it applied to the params that ``step``, ``run_chunk``
+    and ``run_many`` return, so every State they give is a complete approximation.
     """
 
     guide: Guide
@@ -275,7 +283,8 @@ def _build_engine(model, config: Config, base: optax.GradientTransformation, sca
 
     def init(params, key, hyper, precond=None):
         if precond is None:
-            precond = identity_precond(jnp.zeros_like(guide.mean(params)), guide.whitening)
+            d = dimension(guide, params)
+            precond = identity_precond(jnp.zeros(d, jax.tree.leaves(params)[0].dtype), guide.whitening)
         return State(params, base.init(params), key, jnp.int32(0), jnp.int32(0), hyper, precond)
 
     def noise(key, start, n, params):
@@ -309,12 +318,22 @@ def _build_engine(model, config: Config, base: optax.GradientTransformation, sca
         )
         return new_state, Trace(loss, aux["elbo"], grad_norm, ~ok)
 
+    def refined(state, data):
+        # Params that follow from the location (Laplace's covariance) are recomputed once per
+        # call, on all of the data, not in every step of a chunk.
+        if guide.refine is None:
+            return state
+        density = Whitened(model.density(data, None), state.precond)
+        return state._replace(params=guide.refine(density.log_density, state.params))
+
     def step(state, data):
         _TRACES["step"] += 1
-        return one_step(state, noise(state.key, state.step, 1, state.params)[0], data)
+        state, trace = one_step(state, noise(state.key, state.step, 1, state.params)[0], data)
+        return refined(state, data), trace
 
     def scan_chunk(state, eps, data):
-        return jax.lax.scan(lambda s, e: one_step(s, e, data), state, eps)
+        state, trace = jax.lax.scan(lambda s, e: one_step(s, e, data), state, eps)
+        return refined(state, data), trace
 
     def run_chunk(state, n, data):
         _TRACES["run_chunk"] += 1

@@ -22,8 +22,8 @@ from tqdm.auto import tqdm
 
 from .config import CUSTOM, Config
 from .engine import Precond, State, Trace, Whitened, cached, hyper_from_config, init_params, make_engine
-from .start import Start, find_start
-from .guides import Guide, get_guide
+from .start import Start, find_start, start_method
+from .guides import Guide, get_guide, transform_log_prob
 from .model import Model, check_model
 
 __all__ = ["CallbackError", "Fit", "Memory", "Plateau", "fit", "start_fit"]
@@ -85,7 +85,11 @@ class Fit:
         return _draw_fn(self.model, self.guide, n)(self.params, self.precond, key)
 
     def log_q(self, z: jax.Array) -> jax.Array:
-        """The guide's log density ``(n,)`` at flat points ``z`` ``(n, dim)`` of the model's space."""
+        """The guide's log density ``(n,)`` at flat points ``z`` ``(n, dim)`` of the model's space
+        (ValueError for a family that cannot evaluate it at arbitrary points: a point, BNAF)."""
+        if self.guide.point or self.guide.log_prob is None:
+            what = "is a point (a MAP fit) with no density" if self.guide.point else "has no inverse to evaluate its density at given points"
+            raise ValueError(f"guide {self.guide.name!r} {what}; its draws' log densities are in fit.diagnose() and the export's sample_stats")
         return _log_q_fn(self.model, self.guide)(self.params, self.precond, jnp.asarray(z))
 
     def sample(self, key: jax.Array, n: int) -> dict:
@@ -267,12 +271,12 @@ def start_state(model: Model, config: Config, engine, hyper, init_values: Option
     # The RBG generator compiles several times faster than threefry on CPU, for the same noise
     # quality a VI gradient needs.
     run_key = jax.random.key(config.seed, impl="rbg")
-    if config.init == "prior" or not compile_first_chunk:
+    if start_method(config) == "prior" or not compile_first_chunk:
         start = find_start(model, config, init_values)
         return engine.init(init_params(model, config, init_key, start=start), run_key, hyper, start.precond), start
     # Shapes do not depend on where the start lands: compile the first chunk in the background
     # while the starting stage runs (XLA compiles without the GIL).
-    template = find_start(model, config.replace(init="prior"))
+    template = find_start(model, config, method="prior")
     template_state = engine.init(init_params(model, config, init_key, start=template), run_key, hyper, template.precond)
     first = min(config.chunk_size, config.num_steps)
     chunk = engine.run_chunk.lower(template_state, first)
@@ -591,8 +595,8 @@ def _elbo_values_fn(model, guide, num_particles):
             whitened = Whitened(model, precond)
             if guide.point:
                 return jnp.full((batch,), whitened.log_joint(params.loc))
-            u = guide.transform(params, jax.random.normal(key, (batch, guide.noise_dim(params))))
-            return jax.vmap(whitened.log_density)(u) - guide.log_prob(params, u)
+            u, log_q = transform_log_prob(guide, params, jax.random.normal(key, (batch, guide.noise_dim(params))))
+            return jax.vmap(whitened.log_density)(u) - log_q
 
         def values(params, precond, key):
             # Batches bound the memory of a large particle count.

@@ -50,8 +50,9 @@ def gradient_variance(fit, stl: Optional[bool] = None, num_particles: Optional[i
     from .diagnostics import _check_count, _default_key
 
     model, guide, config = fit.model, fit.guide, fit.config
-    if guide.point:
-        raise ValueError(f"guide {guide.name!r} is a point (a MAP fit): its gradient draws no noise, so it has no variance")
+    if guide.fitted_on != "draws":
+        raise ValueError(f"guide {guide.name!r} is not fitted by an objective over its draws (fitted on "
+                         f"{guide.fitted_on!r}): its gradient draws no noise, so it has no variance")
     objective = config.objective if objective is None else objective
     stl = config.use_stl if stl is None else stl
     num_particles = config.num_particles if num_particles is None else num_particles

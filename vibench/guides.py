@@ -21,6 +21,8 @@ __all__ = [
     "register_guide",
     "get_guide",
     "draw",
+    "transform_log_prob",
+    "dimension",
     "MeanFieldParams",
     "FullRankParams",
     "LowRankParams",
@@ -34,24 +36,42 @@ class Guide(NamedTuple):
     - ``init(key, loc, scale, options) -> params``: ``loc``, ``scale`` of shape ``(d,)``.
     - ``noise_dim(params) -> int``: width of the standard-normal noise ``transform`` takes.
     - ``transform(params, eps) -> z``: ``eps`` ``(n, noise_dim)`` to draws ``z`` ``(n, d)``.
-    - ``log_prob(params, z) -> (n,)``: log density of draws ``z`` ``(n, d)``.
+    - ``log_prob(params, z) -> (n,)``: log density at any points ``z`` ``(n, d)``, or ``None``
+      when the family cannot evaluate it (a flow without an inverse).
     - ``entropy(params) -> ()``: closed-form entropy, or ``None`` when the family has none.
-    - ``mean(params) -> (d,)`` and ``std(params) -> (d,)``: marginal moments in the flat space.
-    - ``point``: True for point-mass families (MAP), which are fitted on the log joint.
+    - ``mean(params) -> (d,)`` and ``std(params) -> (d,)``: closed-form marginal moments in the
+      flat space, or ``None`` (flows).
+    - ``point``: True for point-mass families (MAP), which have no density.
     - ``whitening``: ``"full"`` or ``"diag"``: the preconditioner the family is optimised under
       (a full square root of the starting covariance, or its diagonal).
+    - ``transform_log_prob(params, eps) -> (z, log_q)``: draws and their log density in one pass,
+      where that is cheaper than ``log_prob`` (flows: no inverse); ``None`` to use ``log_prob``.
+    - ``supports_stl``: whether stick-the-landing is served (it needs ``log_prob`` at the draws
+      under frozen params, an inverse pass for a flow).
+    - ``fitted_on``: what the engine optimises: ``"draws"`` (an objective over the guide's draws),
+      ``"log_joint"`` (the location alone, on the log joint: MAP), ``"log_density"`` (the location
+      alone, on the flat log density: the mode a Laplace approximation is taken at) or ``"start"``
+      (nothing: the starting stage fits the family; training steps only estimate its ELBO).
+    - ``refine(log_density, params) -> params``: recomputes params that follow from the location
+      (Laplace: the covariance from the Hessian there); the engine applies it after every chunk.
+    - ``start``: the starting stage the family needs whatever ``Config.init`` says (``None``: any).
     """
 
     name: str
     init: Callable[..., Any]
     noise_dim: Callable[[Any], int]
     transform: Callable[[Any, jax.Array], jax.Array]
-    log_prob: Callable[[Any, jax.Array], jax.Array]
+    log_prob: Optional[Callable[[Any, jax.Array], jax.Array]]
     entropy: Optional[Callable[[Any], jax.Array]]
-    mean: Callable[[Any], jax.Array]
-    std: Callable[[Any], jax.Array]
+    mean: Optional[Callable[[Any], jax.Array]]
+    std: Optional[Callable[[Any], jax.Array]]
     point: bool = False
     whitening: str = "diag"
+    transform_log_prob: Optional[Callable[[Any, jax.Array], tuple]] = None
+    supports_stl: bool = True
+    fitted_on: str = "draws"
+    refine: Optional[Callable[[Callable, Any], Any]] = None
+    start: Optional[str] = None
 
 
 GUIDES: dict[str, Guide] = {}
@@ -77,6 +97,24 @@ def draw(guide: Guide, params: Any, key: jax.Array, n: int) -> jax.Array:
     """``n`` draws ``(n, d)`` from the guide, using ``key`` for the noise."""
     eps = jax.random.normal(key, (n, guide.noise_dim(params)))
     return guide.transform(params, eps)
+
+
+def transform_log_prob(guide: Guide, params: Any, eps: jax.Array) -> tuple:
+    """Draws ``z`` ``(n, d)`` from noise ``eps`` ``(n, noise_dim)`` and their log density ``(n,)``
+    (point guides: NaN, they have none)."""
+    if guide.point:
+        z = guide.transform(params, eps)
+        return z, jnp.full(z.shape[:-1], jnp.nan, z.dtype)
+    if guide.transform_log_prob is not None:
+        return guide.transform_log_prob(params, eps)
+    z = guide.transform(params, eps)
+    return z, guide.log_prob(params, z)
+
+
+def dimension(guide: Guide, params: Any) -> int:
+    """The dimension ``d`` of the space ``params`` is a guide over (no computation)."""
+    shape = jax.eval_shape(guide.transform, params, jax.ShapeDtypeStruct((1, guide.noise_dim(params)), jnp.float32))
+    return shape.shape[-1]
 
 
 def _highest_precision(fn):
@@ -147,9 +185,9 @@ def _scale_tril(params):
     return jnp.tril(raw, -1) + jnp.diag(jnp.exp(jnp.diagonal(raw)))
 
 
-def _fullrank_init(key, loc, scale, options):
+def _fullrank_init(key, loc, scale, options, name="fullrank"):
     del key
-    _no_options("fullrank", options)
+    _no_options(name, options)
     return FullRankParams(loc, jnp.diag(jnp.log(scale)))
 
 
@@ -269,8 +307,204 @@ DELTA = register_guide(
         mean=lambda params: params.loc,
         std=lambda params: jnp.zeros_like(params.loc),
         point=True,
+        fitted_on="log_joint",
     )
 )
+
+
+# ---------------------------------------------------------------- Laplace and Pathfinder
+#
+# Both are full-rank Normals (the same params and functions as "fullrank"); they differ in how
+# they are fitted. Laplace: the engine moves the location to the mode of the flat log density
+# (Jacobian included, like NumPyro's AutoLaplaceApproximation) and ``refine`` sets the covariance
+# to the inverse of minus the Hessian there. Pathfinder: the starting stage (BlackJAX's Pathfinder)
+# fits the Gaussian and whitens by it, so in its coordinates the family is the standard Normal its
+# init gives (``loc`` 0, ``scale`` 1), and training steps only estimate its ELBO.
+
+LAPLACE_EIGEN_FLOOR = 1e-6  # directions flatter than this fraction of the sharpest one are floored
+
+
+@_highest_precision
+def _laplace_refine(log_density, params):
+    precision = -jax.hessian(log_density)(params.loc)
+    precision = 0.5 * (precision + precision.T)
+    # A mode with flat or negative curvature (a ridge, a saddle) has no Laplace Gaussian; flooring
+    # the eigenvalues keeps the covariance finite, and its PSIS k-hat then reports the poor fit.
+    values, vectors = jnp.linalg.eigh(precision)
+    values = jnp.maximum(values, LAPLACE_EIGEN_FLOOR * jnp.max(jnp.abs(values)) + jnp.finfo(values.dtype).tiny)
+    covariance = (vectors / values) @ vectors.T
+    chol = jnp.linalg.cholesky(0.5 * (covariance + covariance.T))
+    return FullRankParams(params.loc, jnp.tril(chol, -1) + jnp.diag(jnp.log(jnp.diagonal(chol))))
+
+
+LAPLACE = register_guide(
+    FULLRANK._replace(
+        name="laplace",
+        init=functools.partial(_fullrank_init, name="laplace"),
+        fitted_on="log_density",
+        refine=_laplace_refine,
+        supports_stl=False,
+    )
+)
+
+PATHFINDER = register_guide(
+    FULLRANK._replace(
+        name="pathfinder",
+        init=functools.partial(_fullrank_init, name="pathfinder"),
+        fitted_on="start",
+        supports_stl=False,
+        start="pathfinder",
+    )
+)
+
+
+# ---------------------------------------------------------------- normalizing flows (IAF, BNAF)
+#
+# z = loc + exp(log_scale) * f(eps): NumPyro's autoregressive flows f (reversing the order between
+# layers, as NumPyro's AutoIAFNormal / AutoBNAFNormal do) followed by a diagonal affine map. Each
+# layer starts at (or, for BNAF, near) the identity, so a flow starts as the mean-field Normal that
+# ``init`` describes: in the whitened coordinates of a Laplace start, the Laplace Gaussian itself.
+# The networks are rebuilt from the params' shapes at trace time, so params stay a pytree of arrays.
+
+
+class FlowParams(NamedTuple):
+    loc: jax.Array  # (d,)
+    log_scale: jax.Array  # (d,)
+    layers: tuple  # one stax params pytree per flow layer
+
+
+def _flow_options(name, options, d, defaults):
+    unknown = set(options) - set(defaults)
+    if unknown:
+        raise ValueError(f"guide {name!r} takes the options {sorted(defaults)}, got {sorted(unknown)}")
+    if d < 2:
+        raise ValueError(f"guide {name!r} needs a model of dimension >= 2 (an autoregressive flow on one "
+                         f"variable is an affine map): use guide='meanfield'")
+    merged = {**defaults, **options}
+    if merged.get("hidden_dims", ()) is None:
+        merged["hidden_dims"] = [max(2 * d, 16)] * 2
+    num_flows = merged["num_flows"]
+    if isinstance(num_flows, bool) or not isinstance(num_flows, int) or num_flows < 1:
+        raise ValueError(f"guide {name!r}: num_flows must be an integer >= 1, got {num_flows!r}")
+    widths = merged[[k for k in defaults if k != "num_flows"][0]]
+    if (not isinstance(widths, (list, tuple)) or not widths
+            or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in widths)):
+        raise ValueError(f"guide {name!r}: {[k for k in defaults if k != 'num_flows'][0]} must be a non-empty "
+                         f"list of integers >= 1, got {widths!r}")
+    return num_flows, tuple(widths)
+
+
+def _flow_transform_log_prob(layer_fn):
+    def transform_log_prob(params, eps):
+        x = eps
+        log_det = jnp.zeros(eps.shape[:-1], eps.dtype)
+        for i, layer_params in enumerate(params.layers):
+            if i > 0:
+                x = x[..., ::-1]
+            x, layer_log_det = layer_fn(layer_params, x)
+            log_det = log_det + layer_log_det
+        z = params.loc + jnp.exp(params.log_scale) * x
+        log_base = dist.Normal(0.0, 1.0).log_prob(eps).sum(-1)
+        return z, log_base - log_det - jnp.sum(params.log_scale)
+
+    return transform_log_prob
+
+
+def _flow_guide(name, layer_init, layer_fn, log_prob, defaults):
+    transform_log_prob = _flow_transform_log_prob(layer_fn)
+
+    def init(key, loc, scale, options):
+        num_flows, widths = _flow_options(name, options, loc.shape[-1], defaults)
+        keys = jax.random.split(key, num_flows)
+        layers = tuple(layer_init(k, loc.shape[-1], widths) for k in keys)
+        return FlowParams(loc, jnp.log(scale), layers)
+
+    return register_guide(
+        Guide(
+            name=name,
+            init=init,
+            noise_dim=lambda params: params.loc.shape[-1],
+            transform=lambda params, eps: transform_log_prob(params, eps)[0],
+            log_prob=log_prob,
+            entropy=None,
+            mean=None,
+            std=None,
+            whitening="full",
+            transform_log_prob=transform_log_prob,
+            supports_stl=False,
+        )
+    )
+
+
+@functools.lru_cache(maxsize=None)
+def _arn(d, hidden_dims):
+    from jax.example_libraries import stax
+    from numpyro.nn import AutoregressiveNN
+
+    return AutoregressiveNN(d, list(hidden_dims), permutation=jnp.arange(d), nonlinearity=stax.Elu)
+
+
+def _iaf_init(key, d, hidden_dims):
+    _, params = _arn(d, hidden_dims)[0](key, (d,))
+    # A zero last layer outputs mean 0 and log scale 0: the identity, from which every weight
+    # still receives a gradient.
+    *hidden, (w, b) = params
+    return (*hidden, (jnp.zeros_like(w), jnp.zeros_like(b)))
+
+
+def _iaf_transform(layer_params):
+    from numpyro.distributions.flows import InverseAutoregressiveTransform
+
+    d = layer_params[-1][0].shape[-1] // 2
+    hidden_dims = tuple(p[0].shape[-1] for p in layer_params[:-1] if p)
+    apply = _arn(d, hidden_dims)[1]
+    return InverseAutoregressiveTransform(functools.partial(apply, layer_params))
+
+
+def _iaf_layer(layer_params, x):
+    y, log_scale = _iaf_transform(layer_params).call_with_intermediates(x)
+    return y, log_scale.sum(-1)
+
+
+def _iaf_log_prob(params, z):
+    # Invert layer by layer (each inverse is d sequential passes of its network), then read the
+    # log density off the forward pass from the recovered noise.
+    x = (z - params.loc) * jnp.exp(-params.log_scale)
+    for i in reversed(range(len(params.layers))):
+        x = _iaf_transform(params.layers[i]).inv(x)
+        if i > 0:
+            x = x[..., ::-1]
+    return _flow_transform_log_prob(_iaf_layer)(params, x)[1]
+
+
+IAF = _flow_guide("iaf", _iaf_init, _iaf_layer, _iaf_log_prob, {"num_flows": 2, "hidden_dims": None})
+
+
+@functools.lru_cache(maxsize=None)
+def _bnaf(d, hidden_factors):
+    from numpyro.nn import BlockNeuralAutoregressiveNN
+
+    return BlockNeuralAutoregressiveNN(d, list(hidden_factors), residual="gated")
+
+
+BNAF_GATE = -3.0  # sigmoid(-3) = 0.05: the gated residual starts 95% identity
+
+
+def _bnaf_init(key, d, hidden_factors):
+    _, params = _bnaf(d, hidden_factors)[0](key, (d,))
+    fan_out, (network, identity), _ = params
+    return (fan_out, (network, identity), jnp.asarray(BNAF_GATE, jnp.float32))
+
+
+def _bnaf_layer(layer_params, x):
+    network = layer_params[1][0]
+    d = network[-1][0].shape[-1]
+    hidden_factors = tuple(p[0].shape[-1] // d for p in network[:-1] if p)
+    y, log_det = _bnaf(d, hidden_factors)[1](layer_params, x)
+    return y, log_det.sum(-1)
+
+
+BNAF = _flow_guide("bnaf", _bnaf_init, _bnaf_layer, None, {"num_flows": 1, "hidden_factors": [8, 8]})
 
 
 def _no_options(name, options):

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
-from .guides import Guide
+from .guides import Guide, transform_log_prob
 
 __all__ = ["Objective", "OBJECTIVES", "register_objective", "make_objective", "check_combination"]
 
@@ -67,11 +67,19 @@ def check_combination(guide: Guide, objective: str, stl: bool, num_particles: in
 def make_objective(name: str, model, guide: Guide, num_particles: int) -> Callable:
     """``fn(params, eps, hyper) -> (loss, {"elbo": elbo})`` with ``eps`` of shape ``(K, m)``.
 
-    Point guides (``guide.point``) are fitted on the log joint in the model's own
-    parameterisation (a MAP): ``loss = -log p(data, constrain(loc))`` without the Jacobian.
+    Families not fitted on their draws (``guide.fitted_on``) ignore ``name``: a MAP
+    (``"log_joint"``) minimises ``-log p(data, constrain(loc))`` in the model's own
+    parameterisation, without the Jacobian, and its ``elbo`` is that log joint; a Laplace mode
+    (``"log_density"``) minimises minus the flat log density (Jacobian included), its ``elbo`` is
+    that log density; a family fitted by its starting stage (``"start"``) only estimates its ELBO.
     """
-    if guide.point:
-        return _map_objective(model)
+    if guide.fitted_on == "log_joint":
+        return _mode_objective(model.log_joint)
+    if guide.fitted_on == "log_density":
+        # Reported in the model's own flat space, as a MAP's log joint is (same mode, same gradient).
+        return _mode_objective(getattr(model, "flat_log_density", model.log_density))
+    if guide.fitted_on == "start":
+        return _frozen_elbo(model, guide)
     return get_objective(name).build(model, guide, num_particles)
 
 
@@ -88,17 +96,30 @@ def _maybe_stop(params, stl):
 
 
 def _draws(model, guide, params, eps, stl):
-    z = guide.transform(params, eps)
+    if guide.supports_stl:
+        z = guide.transform(params, eps)
+        log_q = guide.log_prob(_maybe_stop(params, stl), z)
+    else:  # stl is validated off: the draws' log density comes with them (a flow's forward pass)
+        z, log_q = transform_log_prob(guide, params, eps)
     log_p = _log_density_batch(model.log_density, z)
-    log_q = guide.log_prob(_maybe_stop(params, stl), z)
     return log_p, log_q
 
 
-def _map_objective(model):
+def _mode_objective(log_density):
     def fn(params, eps, hyper):
         del eps, hyper
-        log_joint = model.log_joint(params.loc)
-        return -log_joint, {"elbo": log_joint}
+        value = log_density(params.loc)
+        return -value, {"elbo": value}
+
+    return fn
+
+
+def _frozen_elbo(model, guide):
+    def fn(params, eps, hyper):
+        del hyper
+        log_p, log_q = _draws(model, guide, jax.lax.stop_gradient(params), eps, False)
+        elbo = jnp.mean(log_p - log_q)
+        return -elbo, {"elbo": elbo}
 
     return fn
 
@@ -116,10 +137,19 @@ def _build_elbo(model, guide, num_particles):
 
 
 def _check_elbo(guide, stl, num_particles):
-    if guide.point and (stl or num_particles != 1):
+    if guide.fitted_on in ("log_joint", "log_density") and (stl or num_particles != 1):
+        what = "a point (a MAP fit)" if guide.point else "fitted at the mode of the log density"
         raise ValueError(
-            f"guide {guide.name!r} is a point (a MAP fit): it takes num_particles=1 and stl=False, "
+            f"guide {guide.name!r} is {what}: it takes num_particles=1 and stl=False, "
             f"got num_particles={num_particles}, stl={stl}"
+        )
+    if guide.fitted_on == "start" and stl:
+        raise ValueError(f"guide {guide.name!r} is fitted by its starting stage: nothing is trained, so stl=True "
+                         "has no meaning; use stl=False")
+    if stl and not guide.supports_stl:
+        raise ValueError(
+            f"stl=True needs guide {guide.name!r}'s log density at its draws under frozen params, which "
+            "it cannot evaluate cheaply (a flow's inverse); use stl=False"
         )
 
 
@@ -140,7 +170,7 @@ def _build_elbo_analytic(model, guide, num_particles):
 
 
 def _check_elbo_analytic(guide, stl, num_particles):
-    _no_point(guide, "elbo_analytic")
+    _needs_draws(guide, "elbo_analytic")
     if guide.entropy is None:
         raise ValueError(f"objective 'elbo_analytic' needs a closed-form entropy, which guide {guide.name!r} lacks")
     if stl:
@@ -173,7 +203,7 @@ def _multi_particle_check(name: str, stl_reason: str, one_particle_reason: str):
     """The check of a bound over several particles that takes no STL and no point guide."""
 
     def check(guide, stl, num_particles):
-        _no_point(guide, name)
+        _needs_draws(guide, name)
         if stl:
             raise ValueError(f"stl=True {stl_reason}; use stl=False")
         if num_particles < 2:
@@ -232,16 +262,33 @@ def _build_forward_kl(model, guide, num_particles):
     return fn
 
 
-_check_forward_kl = _multi_particle_check(
+_check_forward_kl_particles = _multi_particle_check(
     "forward_kl", "has no meaning with objective 'forward_kl': its gradient is the score of log q at fixed draws, "
     "with no path term", "its self-normalised importance weights are all 1 with one particle, which fits nothing")
+
+
+def _check_forward_kl(guide, stl, num_particles):
+    _check_forward_kl_particles(guide, stl, num_particles)
+    if guide.log_prob is None:
+        raise ValueError(
+            f"objective 'forward_kl' needs the guide's log density at fixed points, which guide "
+            f"{guide.name!r} cannot evaluate (it has no inverse); use guide='iaf' or a Gaussian family"
+        )
+
+
 register_objective(Objective("forward_kl", _build_forward_kl, _check_forward_kl))
 
 
-def _no_point(guide: Guide, objective: str) -> None:
+def _needs_draws(guide: Guide, objective: str) -> None:
     if guide.point:
         raise ValueError(
             f"guide {guide.name!r} is a point (a MAP fit) and has no density for objective "
             f"{objective!r}; use objective='elbo'"
+        )
+    if guide.fitted_on != "draws":
+        how = "at the mode of the log density" if guide.fitted_on == "log_density" else "by its starting stage"
+        raise ValueError(
+            f"guide {guide.name!r} is fitted {how}, not by an objective over its draws; objective "
+            f"{objective!r} does not apply to it: use objective='elbo'"
         )
 

@@ -7,9 +7,17 @@
   its whitened coordinates ``u`` (``z = shift + scale @ u``), so that a learning rate means the same
   thing on every model. It fails soft: a Hessian that is not positive definite falls back to its
   diagonal, and no MAP at all (a funnel, a divergent optimiser) to the plain start, and says so.
+- ``"pathfinder"``: BlackJAX's Pathfinder (Zhang et al. 2022): L-BFGS from the model's initial
+  point, a Gaussian at each iterate from its inverse-Hessian estimate, and the one whose ELBO is
+  highest. The guide starts as that Gaussian, whitened by it as under ``"laplace"``. It needs no
+  MAP, so it also starts models without one; it falls back to the plain start if its ELBO is not
+  finite.
 - ``"map"``: the guide's location starts at the MAP (BFGS and the same Newton polish); scale
   ``config.init_scale``, no whitening.
 - ``"prior"``: the plain start: the model's initial point, scale ``config.init_scale``.
+
+A family that is fitted by its starting stage (``Guide.start``: the ``"pathfinder"`` family) uses
+that stage whatever ``Config.init`` says.
 """
 
 from __future__ import annotations
@@ -26,7 +34,10 @@ import scipy.optimize
 from .engine import Precond, cached, identity_precond
 from .guides import get_guide
 
-__all__ = ["Start", "find_start"]
+__all__ = ["Start", "find_start", "start_method"]
+
+PATHFINDER_ITERATIONS = 100  # L-BFGS iterations: Gaussians along the path
+PATHFINDER_DRAWS = 100  # draws per Gaussian for its ELBO
 
 MAX_ITERATIONS = 300
 
@@ -43,20 +54,33 @@ class Start(NamedTuple):
     seconds: float
 
 
-def find_start(model, config, init_values: Optional[dict] = None) -> Start:
-    """Run the starting stage that ``config.init`` names; never raises for a model without a MAP."""
+def start_method(config) -> str:
+    """The starting stage a fit with ``config`` runs: the family's own, else ``config.init``."""
+    return get_guide(config.guide).start or config.init
+
+
+def find_start(model, config, init_values: Optional[dict] = None, method: Optional[str] = None) -> Start:
+    """Run the starting stage ``method`` (default :func:`start_method`); never raises for a model
+    without a MAP."""
     began = time.perf_counter()
+    method = start_method(config) if method is None else method
     whitening = get_guide(config.guide).whitening
     loc = model.initial_point(init_values)
     plain = Start("prior", identity_precond(loc, whitening), config.init_scale, "", 0.0)
-    if config.init == "prior":
+    if method == "prior":
         return plain
+    if method == "pathfinder":
+        start = _pathfinder(model, loc, config.seed, whitening)
+        if start is None:
+            message = "Pathfinder found no Gaussian with a finite ELBO; started from the model's initial point"
+            return plain._replace(message=message, seconds=time.perf_counter() - began)
+        return start._replace(seconds=time.perf_counter() - began)
     x, value, iterations, scale = _bfgs(model)(loc)
     elapsed = lambda: time.perf_counter() - began  # noqa: E731
     if not (np.isfinite(value) and np.all(np.isfinite(x))):
         return plain._replace(message=f"no MAP: BFGS left the region where the log density is finite; started from the model's initial point", seconds=elapsed())
     x, grad, precision = _newton(_value_and_grad(model), x, scale)
-    if config.init == "map":
+    if method == "map":
         return Start("map", identity_precond(jnp.asarray(x, jnp.float32), whitening), config.init_scale, "", elapsed())
     start = _laplace(x, grad, precision, whitening)
     if start is None:
@@ -190,6 +214,36 @@ def _laplace(x, grad, precision, whitening) -> Optional[Start]:
         matrix = np.diag(scale) if whitening == "full" else scale
         return Start("laplace-diagonal", _precond(x, matrix, np.sum(np.log(scale))), 1.0, message, 0.0)
     return None
+
+
+def _pathfinder(model, loc, seed: int, whitening: str) -> Optional[Start]:
+    """The Pathfinder start, or None when no Gaussian on the path has a finite ELBO."""
+    from blackjax.vi.pathfinder import approximate
+
+    def build():
+        run = lambda key, x: approximate(key, model.log_density, x, num_samples=PATHFINDER_DRAWS,  # noqa: E731
+                                         maxiter=PATHFINDER_ITERATIONS)[0]
+        return jax.jit(run)
+
+    state = cached(model, ("pathfinder",), build)(jax.random.key(seed), loc)
+    position, grad, alpha, beta, gamma = (np.asarray(a, np.float64) for a in
+                                          (state.position, state.grad_position, state.alpha, state.beta, state.gamma))
+    # The mean and covariance of the Gaussian BlackJAX's bfgs_sample draws from.
+    mean = position + alpha * grad + beta @ (gamma @ (beta.T @ grad))
+    covariance = np.diag(alpha) + beta @ gamma @ beta.T
+    covariance = 0.5 * (covariance + covariance.T)
+    if not (np.isfinite(float(state.elbo)) and np.all(np.isfinite(mean)) and np.all(np.isfinite(covariance))):
+        return None
+    if whitening == "full":
+        try:
+            scale = np.linalg.cholesky(covariance)
+        except np.linalg.LinAlgError:
+            return None
+        log_det = np.sum(np.log(np.diag(scale)))
+    else:
+        scale = np.sqrt(np.diag(covariance))
+        log_det = np.sum(np.log(scale))
+    return Start("pathfinder", _precond(mean, scale, log_det), 1.0, "", 0.0)
 
 
 def _precond(shift, scale, log_det) -> Precond:

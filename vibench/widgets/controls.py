@@ -81,8 +81,15 @@ class Controls:
             changes = {"clip_norm": float(value) if value and value > 0 else None}
         elif name == "guide":
             changes["rank"] = int(self.rank.value) if value == "lowrank" else None
-            if GUIDES[value].point:  # a MAP fit takes one particle and no STL
-                changes.update(num_particles=1, stl=None, objective="elbo")
+            guide = GUIDES[value]
+            if guide.fitted_on != "draws":  # a mode (MAP, Laplace) or a start-fitted family: ELBO only
+                changes.update(stl=None, objective="elbo")
+                if guide.fitted_on != "start":
+                    changes["num_particles"] = 1
+            elif not guide.supports_stl:  # a flow: no stick-the-landing, no forward KL without an inverse
+                changes["stl"] = None
+                if guide.log_prob is None and self.config.objective == "forward_kl":
+                    changes["objective"] = "elbo"
         elif name == "rank" and self.config.guide != "lowrank":
             return
         elif name == "objective":
@@ -143,10 +150,12 @@ class Controls:
                 else:
                     control.value = getattr(c, name)
             self.batch.value = self.batch_size or 0
-            point = GUIDES[c.guide].point
+            guide = GUIDES[c.guide]
             self.rank.disabled = c.guide != "lowrank"
             self.alpha.disabled = c.objective != "renyi"
-            self.objective.disabled = self.stl.disabled = self.num_particles.disabled = point
+            self.objective.disabled = guide.fitted_on != "draws"
+            self.stl.disabled = guide.fitted_on != "draws" or not guide.supports_stl
+            self.num_particles.disabled = guide.fitted_on in ("log_joint", "log_density")
         finally:
             self._updating = False
 
