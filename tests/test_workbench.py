@@ -390,7 +390,8 @@ def test_launch_is_refused_with_a_reason(schools):
     X, y = vb.models.logistic_regression_data(500, 3)
     subsampled = vb.Workbench(vb.Model.from_numpyro(_subsampled_logistic, X, y, batch_size=100), _config(num_steps=300))
     assert not subsampled.launch()
-    assert "does not run subsampled models" in subsampled.message.value and "set the batch size to 0" in subsampled.message.value
+    message = subsampled.message.value
+    assert "does not run subsampled models" in message and "set the batch size to 0" in message
     assert subsampled.runs == [] and not subsampled.runner.running
     subsampled.close()
 

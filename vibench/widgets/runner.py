@@ -48,7 +48,8 @@ class Status(NamedTuple):
     """What the loop is doing, for a status line; read with :attr:`Runner.status`.
 
     ``phase``: idle, starting (the starting stage and first compile), running, paused, stopped,
-    finished, error, or launching (restarts training with ``fit_many``; see :meth:`Runner.run_many`). ``compiling`` is True while a segment waits for its first chunk.
+    finished, error, or launching (restarts training with ``fit_many``; see
+    :meth:`Runner.run_many`). ``compiling`` is True while a segment waits for its first chunk.
     ``elbo`` is the median Monte Carlo ELBO of the last chunk (NaN before the first).
     """
 
