@@ -314,3 +314,98 @@ def test_runner_reports_errors_and_keeps_the_fit():
     assert runner.wait(60)
     assert runner.status.phase == "finished" and runner.fit.num_steps == 500
     assert len(runner.runs) == 1 and np.isfinite(runner.runs[0].elbo)
+
+
+def _assert_same_runs(records, fits):
+    """Launched runs equal the Fits of a direct ``vb.fit_many`` call, to float rounding."""
+    assert len(records) == len(fits)
+    for record, fit in zip(records, fits):
+        assert record.fit.config == fit.config and record.fit.num_steps == fit.num_steps
+        np.testing.assert_allclose(record.fit.trace.elbo, fit.trace.elbo, rtol=1e-5, atol=1e-5)
+        for a, b in zip(record.fit.params, fit.params):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_launch_of_seeds_equals_fit_many_and_joins_compare(schools):
+    config = _config(num_steps=300)
+    wb = vb.Workbench(schools, config)
+    wb.run()  # one ordinary run of the same Config: the launch's throughput is set against it
+    assert wb.wait(120)
+    wb.tabs.selected_index = 2
+    wb.restarts.value = 3
+    wb.vary.value = "seed"
+    wb.launch_button.click()
+    # While the launch trains, the single-run commands are refused with a reason, and it goes on.
+    assert wb.runner.launching and wb.runner.status.phase == "launching"
+    wb.run()
+    assert "Run must wait" in wb.message.value and "runs to its end" in wb.message.value
+    wb.stop()
+    assert "Stop: a launch of restarts runs to its end" in wb.message.value
+    assert not wb.launch()
+    assert "Launch refused" in wb.message.value and "another launch" in wb.message.value
+    wb.refresh()
+    assert wb.stop_button.disabled and wb.run_button.disabled and "launching" in wb.status.value
+    assert wb.wait(120)
+    assert not wb.stop_button.disabled and "launched 3 restarts" in wb.status.value
+    ordinary, *launched = wb.runs
+    assert wb.fit.config == config and wb.fit is ordinary.fit  # the current fit is left alone
+    assert [run.fit.config.seed for run in launched] == [3, 4, 5]
+    assert [run.label.split(" | ")[0] for run in launched] == ["seed 3", "seed 4", "seed 5"]
+    _assert_same_runs(launched, vb.fit_many(schools, config, seeds=[3, 4, 5], progress_bar=False))
+    assert len({float(run.fit.trace.elbo[-1]) for run in launched}) == 3  # different seeds, different runs
+    # The first seed is the ordinary run's own: the same run, trained in a batch.
+    np.testing.assert_allclose(launched[0].fit.trace.elbo, ordinary.fit.trace.elbo, rtol=1e-5, atol=1e-5)
+    assert all(np.isfinite(run.elbo) and run.steps_per_second > 0 for run in launched)
+    (launch,) = wb.runner.launches
+    assert launch.runs == (1, 2, 3) and launch.num_steps == (300, 300, 300) and launch.wall_time > 0
+    # The Compare tab shows all four runs, and the launch's throughput beside the ordinary run's time.
+    assert wb.compare_view.data["runs"] == 4
+    assert "seed 4 | meanfield" in wb.compare_table.value
+    report = wb.launch_report.value
+    assert "3 runs (seed 3 ... seed 5)" in report and "steps/s per run" in report
+    assert "one ordinary run of this Config (#1)" in report
+    wb.close()
+
+
+def test_launch_of_learning_rates_is_log_spaced_and_equals_fit_many(schools):
+    config = _config(num_steps=300, learning_rate=0.01)
+    wb = vb.Workbench(schools, config)
+    assert wb.launch(num_runs=4, vary="learning_rate")
+    assert wb.wait(120)
+    rates = [1e-3, 1e-3 * 100 ** (1 / 3), 1e-3 * 100 ** (2 / 3), 1e-1]
+    np.testing.assert_allclose([run.fit.config.learning_rate for run in wb.runs], rates, rtol=1e-6)
+    np.testing.assert_allclose([float(run.fit.state.hyper.learning_rate) for run in wb.runs], rates, rtol=1e-6)
+    assert [run.label.split(" | ")[0] for run in wb.runs] == ["lr 1.0e-03", "lr 4.6e-03", "lr 2.2e-02", "lr 1.0e-01"]
+    assert {run.fit.config.seed for run in wb.runs} == {3}  # only the learning rate varies
+    _assert_same_runs(wb.runs, vb.fit_many(schools, [run.fit.config for run in wb.runs], progress_bar=False))
+    assert wb.fit is None  # a launch does not become the current fit
+    wb.tabs.selected_index = 2
+    wb.refresh(force=True)
+    assert "4 runs (lr 1.0e-03 ... lr 1.0e-01)" in wb.launch_report.value
+    assert "ordinary run" not in wb.launch_report.value  # none to compare with
+    wb.close()
+
+
+def test_launch_is_refused_with_a_reason(schools):
+    X, y = vb.models.logistic_regression_data(500, 3)
+    subsampled = vb.Workbench(vb.Model.from_numpyro(_subsampled_logistic, X, y, batch_size=100), _config(num_steps=300))
+    assert not subsampled.launch()
+    message = subsampled.message.value
+    assert "does not run subsampled models" in message and "set the batch size to 0" in message
+    assert subsampled.runs == [] and not subsampled.runner.running
+    subsampled.close()
+
+    wb = vb.Workbench(schools, _config(num_steps=2_000_000))
+    assert not wb.launch(num_runs=1)
+    assert "2 to 64 runs" in wb.message.value
+    wb.run()
+    _until(lambda: wb.runner.status.step >= 500)
+    assert not wb.launch()
+    assert "a run is going" in wb.message.value
+    wb.pause()
+    _paused_at(wb)
+    assert not wb.launch()  # a paused run is still going
+    wb.stop()
+    assert wb.wait(60)
+    assert len(wb.runs) == 1 and wb.runs[0].fit.stop_reason == "stopped" and wb.runner.launches == []
+    wb.close()

@@ -5,7 +5,7 @@
 """
 
 from .controls import Controls
-from .runner import RunRecord, Runner, Status, config_label
+from .runner import Launch, RunRecord, Runner, Status, config_label, restart_configs
 from .workbench import Workbench
 
-__all__ = ["Controls", "RunRecord", "Runner", "Status", "Workbench", "config_label"]
+__all__ = ["Controls", "Launch", "RunRecord", "Runner", "Status", "Workbench", "config_label", "restart_configs"]

@@ -8,6 +8,11 @@ imports no widget library and does no math: every number comes from ``vibench.fi
 A run is a chain of ``vb.fit(model, config, init=previous)`` segments, each ended by a chunk
 callback when something needs the loop's attention; resuming is exact (the same keys, the same
 trace as one unbroken call), so Pause/Resume and live changes lose nothing.
+
+A launch (:meth:`Runner.run_many`) trains several restarts of one program at once with
+``vb.fit_many`` on the same thread, and keeps each as a finished run. ``fit_many`` has no chunk
+callback, so a launch cannot be paused or stopped: it runs to its end, and the commands of a single
+run are refused meanwhile.
 """
 
 from __future__ import annotations
@@ -15,30 +20,36 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from typing import Callable, NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional, Sequence
 
 import jax
 import numpy as np
 
 from ..config import Config
 from ..fit import Fit, chunk_stats, fit, start_fit
+from ..many import _check_one_program, fit_many
 from ..model import Model
 from ..start import Start
 
-__all__ = ["Runner", "Status", "RunRecord", "RESTART_FIELDS", "config_label"]
+__all__ = ["Runner", "Status", "RunRecord", "Launch", "RESTART_FIELDS", "RESTART_VARIES", "config_label",
+           "restart_configs"]
 
 #: Config fields that define the guide or where it starts: changing one starts a fresh fit.
 RESTART_FIELDS = ("guide", "rank", "guide_options", "init", "init_scale", "seed")
 
-IDLE, STARTING, RUNNING, PAUSED, STOPPED, FINISHED, ERROR = (
-    "idle", "starting", "running", "paused", "stopped", "finished", "error")
+#: What a launch of restarts may vary: a name for people -> the Config field (both in RUN_FIELDS).
+RESTART_VARIES = {"seed": "seed", "learning rate": "learning_rate"}
+
+IDLE, STARTING, RUNNING, PAUSED, STOPPED, FINISHED, ERROR, LAUNCHING = (
+    "idle", "starting", "running", "paused", "stopped", "finished", "error", "launching")
 
 
 class Status(NamedTuple):
     """What the loop is doing, for a status line; read with :attr:`Runner.status`.
 
     ``phase``: idle, starting (the starting stage and first compile), running, paused, stopped,
-    finished or error. ``compiling`` is True while a segment waits for its first chunk.
+    finished, error, or launching (restarts training with ``fit_many``; see
+    :meth:`Runner.run_many`). ``compiling`` is True while a segment waits for its first chunk.
     ``elbo`` is the median Monte Carlo ELBO of the last chunk (NaN before the first).
     """
 
@@ -70,7 +81,11 @@ class RunRecord(NamedTuple):
     """A finished run, kept for comparison: its Fit, a label naming its config, a precise ELBO
     (``Fit.elbo`` with many particles, comparable across runs), wall time (the start and compiles
     included), steady training steps/s (between chunks, compiles excluded; NaN for runs of one
-    chunk) and the PSIS k-hat (None for point guides)."""
+    chunk) and the PSIS k-hat (None for point guides).
+
+    A run of a launch (:meth:`Runner.run_many`) is labelled by what varied first (``"seed 4 | ..."``);
+    its wall time is the whole launch's, and its steps/s its steps over that time (the starts and
+    the compile included: ``fit_many`` reports no chunk times)."""
 
     label: str
     fit: Fit
@@ -78,6 +93,50 @@ class RunRecord(NamedTuple):
     wall_time: float
     steps_per_second: float
     khat: Optional[float]
+
+
+class Launch(NamedTuple):
+    """One launch of restarts (:meth:`Runner.run_many`), for a throughput report.
+
+    ``config``: the Runner's Config when launched (the restarts' base); ``labels``: what each run
+    varied (``"seed 4"``), in launch order; ``runs``: their indices in :attr:`Runner.runs`;
+    ``wall_time``: seconds ``fit_many`` took for all of them (starts and compile included);
+    ``num_steps``: steps each run trained, ``(N,)``.
+    """
+
+    config: Config
+    labels: tuple
+    runs: tuple
+    wall_time: float
+    num_steps: tuple
+
+    @property
+    def steps_per_second(self) -> float:
+        """Steps per second of one run (its mean steps over the launch's wall time)."""
+        return float(np.mean(self.num_steps)) / max(self.wall_time, 1e-9)
+
+
+def restart_configs(config: Config, vary: str, num_runs: int) -> tuple:
+    """``num_runs`` Configs that differ from ``config`` in one field, and a label for each.
+
+    ``vary="seed"``: seeds ``config.seed``, ``config.seed + 1``, ... (labels ``"seed 3"``);
+    ``vary="learning_rate"``: learning rates log-spaced from ``config.learning_rate / 10`` to
+    ``config.learning_rate * 10``, both included (labels ``"lr 3.2e-03"``). Returns
+    ``(configs, labels)``, two lists of length ``num_runs``.
+    """
+    if vary not in RESTART_VARIES.values():
+        raise ValueError(f"vary must be one of {list(RESTART_VARIES.values())}, got {vary!r}")
+    if isinstance(num_runs, bool) or not isinstance(num_runs, (int, np.integer)) or num_runs < 1:
+        raise ValueError(f"num_runs must be an integer >= 1, got {num_runs!r}")
+    if vary == "seed":
+        configs = [config.replace(seed=config.seed + i) for i in range(num_runs)]
+        return configs, [f"seed {c.seed}" for c in configs]
+    rates = [float(lr) for lr in np.geomspace(config.learning_rate / 10, config.learning_rate * 10, num_runs)]
+    # Two significant digits name up to ~16 rates over two decades apart; more need three.
+    labels = [f"lr {lr:.1e}" for lr in rates]
+    if len(set(labels)) < num_runs:
+        labels = [f"lr {lr:.2e}" for lr in rates]
+    return [config.replace(learning_rate=lr) for lr in rates], labels
 
 
 def config_label(config: Config, batch_size: Optional[int] = None) -> str:
@@ -100,6 +159,7 @@ class Runner:
     ``listeners`` are called with no arguments after every chunk and every phase change, on the
     training thread: they must be quick (the Workbench's only sets an event for its view thread).
     ``elbo_particles`` and ``khat_draws`` size the comparison numbers kept for each finished run.
+    ``launches`` lists the launches of restarts (:class:`Launch`), oldest first.
     """
 
     def __init__(self, model: Model, config: Optional[Config] = None, init_values: Optional[dict] = None,
@@ -110,6 +170,7 @@ class Runner:
             raise TypeError(f"config must be a vibench.Config, got {type(config).__name__}")
         self.listeners: list[Callable[[], None]] = []
         self.runs: list[RunRecord] = []
+        self.launches: list[Launch] = []
         self.init_values = init_values
         self.elbo_particles, self.khat_draws = elbo_particles, khat_draws
         self._base_model = model
@@ -125,6 +186,7 @@ class Runner:
         self._segment_chunks = 0
         self._rate = float("nan")
         self._last_chunk = (0, 0.0)  # (step, time) of the newest chunk
+        self._launching = 0  # the number of runs of the launch in progress; 0 when none
         self.error: Optional[BaseException] = None
 
     # ------------------------------------------------------------------ what the views read
@@ -168,15 +230,27 @@ class Runner:
 
     @property
     def running(self) -> bool:
-        """True while the training thread is alive (running or paused)."""
+        """True while the training thread is alive (running, paused or launching)."""
         return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def launching(self) -> bool:
+        """True while a launch of restarts trains (:meth:`run_many`)."""
+        return self._launching > 0
+
+    @property
+    def _fitting(self) -> bool:
+        # A single run's thread (running or paused), which Pause, Stop and live changes address.
+        return self.running and not self._launching
 
     # ------------------------------------------------------------------ commands
 
     def run(self) -> None:
         """Start a run, or resume a paused one. After a run has finished, stopped or failed (or a
-        restart is pending), a fresh run starts; the ended one stays in :attr:`runs`."""
+        restart is pending), a fresh run starts; the ended one stays in :attr:`runs`. Refused
+        (RuntimeError) while a launch trains."""
         with self._lock:
+            self._refuse_while_launching("Run")
             if self.running:
                 self._pause = False
                 self._lock.notify_all()
@@ -190,9 +264,10 @@ class Runner:
             self._thread.start()
 
     def pause(self) -> None:
-        """Pause after the current chunk (the state is kept; :meth:`resume` continues exactly)."""
+        """Pause after the current chunk (the state is kept; :meth:`resume` continues exactly).
+        A launch cannot pause: nothing happens."""
         with self._lock:
-            if self.running:
+            if self._fitting:
                 self._pause = self._attention = True
 
     def resume(self) -> None:
@@ -202,16 +277,20 @@ class Runner:
             self._lock.notify_all()
 
     def stop(self, message: str = "") -> None:
-        """Stop after the current chunk; the fit keeps the last good state."""
+        """Stop after the current chunk; the fit keeps the last good state. A launch runs to its
+        end: nothing happens."""
         with self._lock:
-            if self.running:
+            if self._fitting:
                 self._stop = self._attention = True
                 self._pause = False
                 self._stop_message = message
                 self._lock.notify_all()
 
     def reset(self) -> None:
-        """Stop any run and forget the current fit (finished runs stay in :attr:`runs`)."""
+        """Stop any run and forget the current fit (finished runs stay in :attr:`runs`). Refused
+        (RuntimeError) while a launch trains."""
+        with self._lock:
+            self._refuse_while_launching("Reset")
         self.stop()
         self.wait()
         with self._lock:
@@ -247,22 +326,96 @@ class Runner:
             self._config, self._model = config, model
             if not changed:
                 return ""
-            if restart and (self._fit is not None or self.running):
+            # A launch trains the Configs it was given: a change waits for the next Run or launch.
+            fitting = self._fitting
+            if restart and (self._fit is not None or fitting):
                 self._restart = True
                 message = f"{', '.join(restart)} changed: "
-                if self.running:
+                if fitting:
                     message += "Resume starts a fresh fit" if self._pause else "restarting with a fresh fit"
                 else:
                     message += "the next Run starts a fresh fit"
             else:
-                message = f"{', '.join(changed)} changed" + (": applies from the next chunk" if self.running else "")
-            self._attention = self.running
+                message = f"{', '.join(changed)} changed" + (": applies from the next chunk" if fitting else "")
+            self._attention = fitting
             self._message = message
             self._lock.notify_all()
         self._notify()
         return message
 
+    def run_many(self, configs: Sequence[Config], labels: Optional[Sequence[str]] = None) -> None:
+        """Train ``configs`` (N Configs differing only in ``vb.many.RUN_FIELDS``) at once with
+        ``vb.fit_many`` on the training thread; each resulting Fit joins :attr:`runs`, labelled
+        ``labels[i]`` (what varied, e.g. ``"seed 4"``) before its config, and the launch joins
+        :attr:`launches`. The current fit is left as it was.
+
+        A launch runs to its end: ``fit_many`` has no way to stop between chunks, so Pause and
+        Stop do nothing and Run and Reset are refused until it ends (:meth:`wait` blocks until
+        then). Refused at once, with a ValueError or RuntimeError saying why, for a subsampled
+        model (``fit_many`` runs full-data models only), while a run or another launch is going,
+        or when the Configs do not make one program.
+        """
+        configs = list(configs)
+        if not configs or not all(isinstance(c, Config) for c in configs):
+            raise TypeError("configs must be a non-empty list of vibench.Config")
+        labels = [f"run {i + 1}" for i in range(len(configs))] if labels is None else [str(label) for label in labels]
+        if len(labels) != len(configs):
+            raise ValueError(f"got {len(labels)} labels for {len(configs)} configs")
+        with self._lock:
+            self._refuse_while_launching("another launch")
+            if self.running:
+                raise RuntimeError("a run is going (or paused): Stop it, or let it end, before launching restarts")
+            model = self._model
+            if model.batch_size:
+                raise ValueError(
+                    f"restarts run with vb.fit_many, which does not run subsampled models (batch size "
+                    f"{model.batch_size}): set the batch size to 0 (all data), or train runs one by one with Run")
+            _check_one_program(configs)  # here, not in the thread: a mismatch is the caller's to see
+            self._launching, self.error = len(configs), None
+            before = self._phase
+            self._phase = LAUNCHING
+            self._message = (f"launching {len(configs)} restarts ({labels[0]} ... {labels[-1]}) with fit_many: "
+                             "a launch runs to its end")
+            self._thread = threading.Thread(target=self._train_many, args=(model, configs, labels, self._config, before),
+                                            name="vibench-workbench-launch", daemon=True)
+            self._thread.start()
+        self._notify()
+
+    def _refuse_while_launching(self, what: str) -> None:
+        if self._launching:
+            raise RuntimeError(f"{what} must wait: {self._launching} restarts are training with fit_many, "
+                               "which runs to its end (it cannot be paused or stopped)")
+
     # ------------------------------------------------------------------ the training thread
+
+    def _train_many(self, model: Model, configs: list, labels: list, base: Config, before: str) -> None:
+        message = ""
+        try:
+            fits = fit_many(model, configs, init_values=self.init_values, progress_bar=False)
+            wall_time = float(fits[0].wall_time)  # every Fit of a launch carries the launch's time
+            indices, failed = [], []
+            for fit, label in zip(fits, labels):
+                rate = fit.num_steps / max(wall_time, 1e-9)
+                try:
+                    if self._archive(fit, "finished", f"{label} | ", rate):
+                        indices.append(len(self.runs) - 1)
+                except Exception as err:  # noqa: BLE001 - the other runs are still kept
+                    failed.append(f"{label}: {type(err).__name__}: {err}")
+            launch = Launch(base, tuple(labels), tuple(indices), wall_time, tuple(fit.num_steps for fit in fits))
+            self.launches.append(launch)
+            message = (f"launched {len(fits)} restarts in {wall_time:.2f} s, "
+                       f"{launch.steps_per_second:,.0f} steps/s per run")
+            if failed:
+                message += f" (comparison numbers failed for {'; '.join(failed)})"
+        except BaseException as err:  # noqa: BLE001 - shown in the status; nothing is archived
+            self.error = err
+            message = f"launch failed: {type(err).__name__}: {err}"
+        finally:
+            with self._lock:
+                self._launching = 0
+                self._phase = before  # the current fit and what Run does next are as before the launch
+                self._message = message
+            self._notify()
 
     def _next_action(self) -> str:
         """What the loop does next, decided under the lock: stop, wait, restart or go."""
@@ -334,10 +487,13 @@ class Runner:
         self._notify()
         return attention
 
-    def _archive(self, fit: Optional[Fit], reason: str) -> None:
-        """Keep ``fit`` in :attr:`runs` with its comparison numbers (training thread)."""
+    def _archive(self, fit: Optional[Fit], reason: str, prefix: str = "",
+                 steps_per_second: Optional[float] = None) -> bool:
+        """Keep ``fit`` in :attr:`runs` with its comparison numbers (training thread), its label
+        after ``prefix``; ``steps_per_second`` defaults to the steady rate measured between
+        chunks. True if it was kept (a fit with no steps is not)."""
         if fit is None or fit.num_steps == 0:
-            return
+            return False
         if reason != "finished":
             fit = dataclasses.replace(fit, stop_reason=reason)
         key = jax.random.key(fit.config.seed + 1)
@@ -345,8 +501,10 @@ class Runner:
         khat = None
         if not fit.guide.point and self.khat_draws:
             khat = fit.khat(num_draws=self.khat_draws, key=key).khat
-        label = config_label(fit.config, fit.model.batch_size)
-        self.runs.append(RunRecord(label, fit, float(elbo), float(fit.wall_time), float(self._rate), khat))
+        label = prefix + config_label(fit.config, fit.model.batch_size)
+        rate = self._rate if steps_per_second is None else steps_per_second
+        self.runs.append(RunRecord(label, fit, float(elbo), float(fit.wall_time), float(rate), khat))
+        return True
 
     def _finish(self, phase: str, message: str) -> None:
         """End the run: the fit records the run's Config and why it ended, and is archived."""

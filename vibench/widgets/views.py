@@ -19,6 +19,7 @@ from PIL import Image
 
 __all__ = ["TraceView", "MarginalsView", "PairView", "CompareView", "render_png"]
 
+MAX_LEGEND = 12  # the most runs the Compare view names in its legend
 MAX_POINTS = 1500  # points per drawn curve: more than a plot's width in pixels is wasted work
 DPI = 72
 _PLAIN = ticker.FuncFormatter(lambda value, _: f"{value:g}")  # log axes without mathtext: 3x cheaper to draw
@@ -313,7 +314,8 @@ class PairView(_View):
 
 
 class CompareView(_View):
-    """Moving-average ELBO traces of finished runs, overlaid and labelled by their configs."""
+    """Moving-average ELBO traces of finished runs, overlaid and labelled by their configs (a legend
+    for up to ``MAX_LEGEND`` runs; beyond that, the Compare table names them)."""
 
     def __init__(self):
         super().__init__(7.0, 3.0, margins={"left": 0.12, "bottom": 0.15, "top": 0.97})
@@ -337,7 +339,8 @@ class CompareView(_View):
         if lows:
             pad = 0.05 * (max(highs) - min(lows)) + 1e-3
             ax.set_ylim(min(lows) - pad, max(highs) + pad)
-            ax.legend(fontsize="x-small", loc="lower right")
+            if len(runs) <= MAX_LEGEND:  # a launch of many restarts would bury the curves: the table names them
+                ax.legend(fontsize="x-small", loc="lower right")
         ax.set_xlabel("step")
         ax.set_ylabel("ELBO (moving average)")
         self.data = {"runs": len(runs)}

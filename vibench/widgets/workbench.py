@@ -4,7 +4,8 @@
     wb                                  # shows the controls and the live views
     wb.fit                              # the current Fit, while paused and after the run
 
-Training runs on the runner's thread; a second thread redraws the visible views at most
+Training runs on the runner's thread (a launch of restarts from the Compare tab too, through
+``vb.fit_many``); a second thread redraws the visible views at most
 ``refresh_hz`` times a second from the runner's newest snapshot, so neither the kernel nor the
 training loop waits for a plot. The widgets do no math: numbers come from the core.
 """
@@ -25,13 +26,14 @@ from ..config import Config
 from ..model import Model
 from ..reference import compare, plot_compare, scalar_draws, scalar_labels
 from .controls import Controls
-from .runner import Runner
+from .runner import RESTART_VARIES, Runner, restart_configs
 from .views import CompareView, MarginalsView, PairView, TraceView, render_png
 
 __all__ = ["Workbench"]
 
 VIEW_DRAWS = 2000  # guide draws behind the posterior views
 MAX_DUTY = 0.5  # the largest share of wall time the view thread spends drawing
+RESTART_RUNS = (2, 64)  # the fewest and most runs one launch of restarts takes
 
 
 class Workbench:
@@ -41,8 +43,9 @@ class Workbench:
     InferenceData, a Dataset or a dict of draws) is overlaid on the posterior views and compared
     in the diagnostics tab; ``init_values`` (constrained, by site) seeds the starting stage;
     ``refresh_hz`` caps how often views redraw. Python methods mirror the buttons: :meth:`run`,
-    :meth:`pause`, :meth:`resume`, :meth:`stop`, :meth:`reset`, :meth:`export`, and
-    :meth:`wait` blocks until a run ends (for scripts and tests).
+    :meth:`pause`, :meth:`resume`, :meth:`stop`, :meth:`reset`, :meth:`export`, :meth:`launch`
+    (restarts, from the Compare tab), and :meth:`wait` blocks until a run or launch ends (for
+    scripts and tests).
     """
 
     def __init__(self, model: Model, config: Optional[Config] = None, reference=None, init_values: Optional[dict] = None,
@@ -70,7 +73,7 @@ class Workbench:
         self._draw_lock = threading.Lock()  # the view thread and wait() may both redraw
         self._closed = False
         self._last_trace_length = -1
-        self._last_runs = -1
+        self._last_runs = (-1, -1)  # (runs, launches) last drawn in the Compare tab
         self._last_posterior = None
         self._message = ""
         self._build(model, config)
@@ -126,7 +129,17 @@ class Workbench:
 
         self.compare_view = CompareView()
         self.compare_table = widgets.HTML()
-        compare_tab = widgets.VBox([self.compare_view.image, self.compare_table])
+        self.restarts = widgets.BoundedIntText(value=4, min=RESTART_RUNS[0], max=RESTART_RUNS[1], description="runs",
+                                               layout=widgets.Layout(width="150px"), style={"description_width": "40px"})
+        self.vary = widgets.Dropdown(options=list(RESTART_VARIES.items()), value="seed", description="varying",
+                                     layout=widgets.Layout(width="220px"), style={"description_width": "55px"})
+        self.launch_button = button("Launch", "primary", "train the runs at once with vb.fit_many; a launch runs to its end")
+        self.launch_button.on_click(lambda _: self.launch())
+        self.launch_report = widgets.HTML()
+        restarts = widgets.HBox([widgets.HTML("<b>Restarts</b>"), self.restarts, self.vary, self.launch_button])
+        compare_tab = widgets.VBox([restarts, self.launch_report, self.compare_view.image, self.compare_table])
+        self._tooltips = {b: b.tooltip for b in (self.run_button, self.pause_button, self.stop_button, self.reset_button,
+                                                 self.launch_button)}
 
         self.diagnose_button = widgets.Button(description="Diagnose", button_style="info",
                                               tooltip="PSIS k-hat, ELBO convergence, the start; the reference comparison")
@@ -174,13 +187,19 @@ class Workbench:
         return list(self.runner.runs)
 
     def run(self) -> None:
-        """Start training, or resume a paused run."""
+        """Start training, or resume a paused run (refused, with a message, while a launch trains)."""
+        try:
+            self.runner.run()
+        except RuntimeError as err:
+            self._show_error(str(err))
+            return
         self._message = ""
-        self.runner.run()
         self._dirty.set()
 
     def pause(self) -> None:
-        """Pause after the current chunk; :meth:`resume` continues exactly."""
+        """Pause after the current chunk; :meth:`resume` continues exactly. A launch cannot pause."""
+        if self._launch_runs_on("Pause"):
+            return
         self.runner.pause()
 
     def resume(self) -> None:
@@ -188,17 +207,59 @@ class Workbench:
         self.runner.resume()
 
     def stop(self) -> None:
-        """End the run after the current chunk; ``wb.fit`` keeps the last good state."""
+        """End the run after the current chunk; ``wb.fit`` keeps the last good state. A launch
+        cannot be stopped: it runs to its end."""
+        if self._launch_runs_on("Stop"):
+            return
         self.runner.stop()
 
     def reset(self) -> None:
-        """Stop any run and forget the current fit (ended runs stay in :attr:`runs`)."""
-        self.runner.reset()
+        """Stop any run and forget the current fit (ended runs stay in :attr:`runs`); refused, with
+        a message, while a launch trains."""
+        try:
+            self.runner.reset()
+        except RuntimeError as err:
+            self._show_error(str(err))
+            return
         self._last_trace_length = -1
         self._dirty.set()
 
+    def launch(self, num_runs: Optional[int] = None, vary: Optional[str] = None) -> bool:
+        """Train ``num_runs`` restarts of the current Config at once with ``vb.fit_many``, in the
+        background; each joins :attr:`runs` and the Compare tab, labelled by what varied.
+
+        ``num_runs`` (2 to 64) and ``vary`` (``"seed"``: seeds ``config.seed``, ``config.seed + 1``,
+        ...; ``"learning_rate"``: rates log-spaced over ``config.learning_rate / 10 .. * 10``)
+        default to the Restarts controls. A launch runs to its end (``fit_many`` cannot be paused
+        or stopped); :meth:`wait` blocks until then. True if launched; when refused (a subsampled
+        model, a run going or paused, another launch), the reason is shown in the message area
+        and False is returned.
+        """
+        num_runs = int(self.restarts.value) if num_runs is None else num_runs
+        vary = self.vary.value if vary is None else vary
+        low, high = RESTART_RUNS
+        try:
+            if isinstance(num_runs, bool) or not isinstance(num_runs, int) or not low <= num_runs <= high:
+                raise ValueError(f"a launch takes {low} to {high} runs, got {num_runs!r}")
+            configs, labels = restart_configs(self.runner.config, vary, num_runs)
+            self.runner.run_many(configs, labels)
+        except (TypeError, ValueError, RuntimeError) as err:
+            self._show_error(f"Launch refused: {err}")
+            return False
+        self.message.value = ""
+        self._dirty.set()
+        return True
+
+    def _launch_runs_on(self, command: str) -> bool:
+        """True (with a message) when a launch trains, which ``command`` cannot touch."""
+        if self.runner.launching:
+            self._show_error(f"{command}: a launch of restarts runs to its end (fit_many cannot be paused or stopped)")
+            return True
+        return False
+
     def wait(self, timeout: Optional[float] = None) -> bool:
-        """Block until the run ends, then redraw the views; True if it ended within ``timeout``."""
+        """Block until the run (or launch) ends, then redraw the views; True if it ended within
+        ``timeout``."""
         ended = self.runner.wait(timeout)
         if ended:
             self._guarded_refresh(force=True)
@@ -243,7 +304,8 @@ class Workbench:
         return diagnosis
 
     def close(self) -> None:
-        """Stop training and the view thread, and close the widgets."""
+        """Stop training and the view thread, and close the widgets (a launch of restarts is
+        waited for: it cannot be stopped)."""
         self.runner.stop()
         self.runner.wait()
         self._closed = True
@@ -329,16 +391,20 @@ class Workbench:
                 self.marginals_view.update(draws, self.sites.value, self._reference_draws)
                 self.pair_view.update(draws, self.pair_x.value, self.pair_y.value, self._reference_draws)
                 self._last_posterior = marker
-        elif tab == 2 and (force or len(self.runner.runs) != self._last_runs):
-            runs = list(self.runner.runs)
+        elif tab == 2 and (force or (len(self.runner.runs), len(self.runner.launches)) != self._last_runs):
+            runs, launches = list(self.runner.runs), list(self.runner.launches)
             self.compare_view.update(runs)
             self.compare_table.value = _runs_table(runs)
-            self._last_runs = len(runs)
+            self.launch_report.value = _launch_report(launches[-1], runs, launches) if launches else ""
+            self._last_runs = (len(runs), len(launches))
         self.refresh_count += 1
 
     def _show_status(self, status) -> None:
         phase = "compiling" if status.compiling and status.phase in ("starting", "running") else status.phase
-        parts = [f"<b>{phase}</b>", f"step {status.step:,} / {status.target:,}"]
+        launching = status.phase == "launching"
+        parts = [f"<b>{phase}</b>"]
+        if not launching:  # the step is the current fit's, which a launch leaves alone
+            parts.append(f"step {status.step:,} / {status.target:,}")
         if math.isfinite(status.steps_per_second) and status.phase == "running":
             parts.append(f"{status.steps_per_second:,.0f} steps/s")
         if math.isfinite(status.elbo):
@@ -359,6 +425,10 @@ class Workbench:
         self.progress.value = min(status.step / max(status.target, 1), 1.0)
         paused = status.phase == "paused"
         self.pause_button.description = "Resume" if paused else "Pause"
+        # A launch cannot be paused or stopped: its buttons say so rather than doing nothing.
+        for button, tooltip in self._tooltips.items():
+            button.disabled = launching
+            button.tooltip = "a launch of restarts runs to its end; wait for it" if launching else tooltip
 
 
 def _labels(model: Model) -> list:
@@ -390,6 +460,24 @@ def _runs_table(runs) -> str:
     head = ("<tr><th>rank</th><th>run</th><th>config</th><th>ELBO (1000 particles)</th><th>steps</th><th>time s</th>"
             "<th>steps/s</th><th>PSIS k-hat</th><th>ended</th></tr>")
     return f"<table class='vibench-runs'>{head}{''.join(rows)}</table>"
+
+
+def _launch_report(launch, runs, launches) -> str:
+    """A line on a launch's throughput: N runs, their wall time and steps/s per run, against the
+    newest ordinary run (not launched) of the same Config and length, when there is one."""
+    n = len(launch.labels)
+    line = (f"Last launch: {n} runs ({html.escape(launch.labels[0])} ... {html.escape(launch.labels[-1])}) "
+            f"took {launch.wall_time:.2f} s together (starts and compile included): "
+            f"{launch.steps_per_second:,.0f} steps/s per run, {n * launch.steps_per_second:,.0f} in all")
+    launched = {i for each in launches for i in each.runs}
+    steps = max(launch.num_steps)
+    for i in reversed(range(len(runs))):
+        run = runs[i]
+        if i not in launched and run.fit.config == launch.config and run.fit.num_steps == steps:
+            line += (f"; one ordinary run of this Config (#{i + 1}) took {run.wall_time:.2f} s, "
+                     f"so {n} of them ~{n * run.wall_time:.2f} s one after another")
+            break
+    return f"<small>{line}</small>"
 
 
 def _forest(fit, key):
