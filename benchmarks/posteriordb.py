@@ -21,7 +21,11 @@ holds, per posterior ``<name>``:
 
 Scores per fit, from 20,000 guide draws: the largest |mean - reference mean| / reference sd over the
 parameters, the range of sd / reference sd, and the PSIS Pareto k-hat (Yao et al. 2018,
-https://arxiv.org/abs/1802.02538) of 4,000 importance weights p(z)/q(z) in the flat space.
+https://arxiv.org/abs/1802.02538) of 4,000 importance weights p(z)/q(z) in the flat space, and
+the largest mean error of those 4,000 draws after Pareto-smoothed importance reweighting (what
+``fit.to_arviz(psis_reweight=True)`` exports), and vibench's mean-shift diagnostic from the same
+draws (``vibench.diagnostics.psis_shift``: how far the weights move the guide's means, in guide
+sds; ``fit.diagnose()`` calls a fit biased above 0.3).
 
 ``--check`` needs no VI: at the reference draws z (mapped to the model's flat space, then whitened
 by their covariance) the score g = grad log p(z) of a correct model satisfies E[g] = 0 and
@@ -267,16 +271,24 @@ class Score(NamedTuple):
     sd_ratio_min: float
     sd_ratio_max: float
     khat: float
+    psis_mean_error: float  # the same, of the PSIS-reweighted draws (NaN for a point)
+    psis_shift: float  # vibench's diagnostic: the largest guide mean - weighted mean, in guide sds
 
 
 def score(fit, model, reference: Reference) -> Score:
     draws = columns(fit.sample(jax.random.key(1), NUM_DRAWS), reference.names)
     mean_error = np.max(np.abs(draws.mean(0) - reference.mean) / reference.sd)
     ratio = draws.std(0, ddof=1) / reference.sd
-    khat = float("nan")
+    khat = psis_error = shift = float("nan")
     if not fit.guide.point:  # a point mass has no density to weigh against
-        khat = fit.khat(NUM_WEIGHTS, jax.random.key(2)).khat
-    return Score(float(mean_error), float(ratio.min()), float(ratio.max()), float(khat))
+        # One set of NUM_WEIGHTS draws gives both the k-hat and the reweighted means.
+        weighted = vb.diagnostics.importance_draws(fit, jax.random.key(2), NUM_WEIGHTS)
+        log_weights, khat = vb.diagnostics.psis(weighted.log_weight)
+        values = columns(weighted.values, reference.names)
+        psis_mean = np.exp(log_weights) @ values
+        psis_error = np.max(np.abs(psis_mean - reference.mean) / reference.sd)
+        shift = vb.diagnostics.psis_shift(weighted.z, log_weights)
+    return Score(float(mean_error), float(ratio.min()), float(ratio.max()), float(khat), float(psis_error), float(shift))
 
 
 def run_fit(folder: Path, name: str, label: str, **overrides) -> dict:
@@ -300,7 +312,8 @@ def run_fit(folder: Path, name: str, label: str, **overrides) -> dict:
     _log(
         f"  {label}: start {row['start']} {row['start_seconds']:.1f}s, total {row['total_seconds']:.1f}s, "
         f"{row['steps']} steps ({row['stop']}), mean err {result.mean_error:.3f} sd, "
-        f"sd ratio {result.sd_ratio_min:.2f}-{result.sd_ratio_max:.2f}, k-hat {result.khat:.2f}"
+        f"sd ratio {result.sd_ratio_min:.2f}-{result.sd_ratio_max:.2f}, k-hat {result.khat:.2f}, "
+        f"PSIS mean err {result.psis_mean_error:.3f} sd, shift {result.psis_shift:.2f}"
         + (f"; start: {row['message']}" if row["message"] else "")
     )
     return row
@@ -374,8 +387,8 @@ def families(folder: Path, names: list) -> list:
 
 def table(rows: list) -> str:
     lines = [
-        "| posterior | config | start | start s | total s | steps | max mean err/sd | sd ratio | k-hat |",
-        "|---|---|---|---:|---:|---:|---:|---|---:|",
+        "| posterior | config | start | start s | total s | steps | max mean err/sd | sd ratio | k-hat | mean shift | PSIS max mean err/sd |",
+        "|---|---|---|---:|---:|---:|---:|---|---:|---:|---:|",
     ]
     for r in rows:
         steps = f"{r['steps']}" + (f" ({r['stop']})" if r["stop"] != "completed" else "")
@@ -383,7 +396,8 @@ def table(rows: list) -> str:
         start = f"{r['start']} (fallback)" if r["message"] else r["start"]  # the start's message says why
         lines.append(
             f"| {r['posterior']} | {r['config']} | {start} | {r['start_seconds']:.1f} | {r['total_seconds']:.1f} | "
-            f"{steps} | {r['mean_error']:.3f} | {r['sd_ratio_min']:.2f}-{r['sd_ratio_max']:.2f} | {khat} |"
+            f"{steps} | {r['mean_error']:.3f} | {r['sd_ratio_min']:.2f}-{r['sd_ratio_max']:.2f} | {khat} | "
+            f"{_number(r['psis_shift'], '.2f')} | {_number(r['psis_mean_error'], '.3f')} |"
         )
     return "\n".join(lines)
 
@@ -394,6 +408,10 @@ def time_ratios(rows: list) -> str:
     parts = [f"{name}: {default[name] / plain[name]:.2f}" for name in default]
     total = sum(default.values()) / sum(plain.values())
     return f"Default total time / plain total time: {'; '.join(parts)}. All posteriors together: {total:.2f}."
+
+
+def _number(value: float, spec: str) -> str:
+    return "n/a" if math.isnan(value) else format(value, spec)
 
 
 def _log(message: str) -> None:

@@ -10,7 +10,7 @@ import pytest
 from matplotlib.figure import Figure
 
 import vibench as vb
-from vibench.diagnostics import Diagnosis, elbo_convergence, khat_reading, psis
+from vibench.diagnostics import SHIFT_THRESHOLD, Diagnosis, elbo_convergence, khat_reading, psis, psis_shift
 from vibench.guides import DeltaParams
 from vibench.start import Start
 
@@ -89,6 +89,26 @@ def test_psis_reweighted_draws_move_a_biased_mean_toward_the_truth():
     assert abs(float(reweighted.posterior["x"].mean()) - weighted_mean) < 0.02
 
 
+def test_psis_shift_measures_how_far_importance_weights_move_the_mean():
+    # Weights from N(0, 1) draws to N(mu, 1): the weighted mean is mu, one sd from the draws' mean.
+    x = np.asarray(jax.random.normal(jax.random.key(3), (20_000, 1)), np.float64)
+    for mu in (0.0, 0.5):
+        smoothed, _ = psis(mu * x[:, 0] - mu**2 / 2)
+        assert psis_shift(x, smoothed) == pytest.approx(mu, abs=0.04)
+
+
+def test_diagnose_flags_a_shifted_guide_that_k_hat_calls_usable():
+    """A wide Gaussian half a guide sd off a skew-normal's mean: bounded ratios, so a small k-hat,
+    yet a biased mean; the mean shift says so, and nothing is flagged for the exact answer."""
+    shifted = fit_at(skew_normal(), *whitened([SKEW_MEAN + 0.6], [1.2]))
+    report = shifted.diagnose(num_draws=8000, key=jax.random.key(4))
+    assert report.khat.khat < 0.7
+    assert report.psis_shift > SHIFT_THRESHOLD and "biased" in repr(report)
+    exact = fit_at(gaussian(np.eye(2)), *whitened([0.0, 0.0], [1.0, 1.0]), guide="meanfield")
+    report = exact.diagnose(num_draws=8000, key=jax.random.key(4))
+    assert report.psis_shift < 0.1 and "biased" not in repr(report)
+
+
 def test_elbo_convergence_on_traces_with_known_answers():
     n, w = 400, 100
     rejected = np.zeros(n, bool)
@@ -148,6 +168,7 @@ def test_diagnose_and_summary():
     point = fit_at(model, DeltaParams(jnp.zeros(2)), guide="delta")
     report = point.diagnose()
     assert report.khat is None and "undefined" in repr(report) and report.convergence is None
+    assert report.psis_shift is None
     with pytest.raises(ValueError, match="point.*no density"):
         point.khat()
 

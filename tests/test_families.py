@@ -4,29 +4,13 @@ both are exact), flows on a banana (where a Gaussian cannot be), and how each is
 import jax
 import jax.numpy as jnp
 import numpy as np
-import numpyro
-import numpyro.distributions as dist
 import pytest
 
 import vibench as vb
-from vibench.engine import make_engine, trace_count
+from vibench.engine import hyper_from_config, init_params, make_engine, trace_count
 from vibench.models.targets import banana, banana_moments
 
-PRIOR_SD = 2.0
-OBS_COV = np.array([[1.0, 0.8], [0.8, 1.0]], np.float32)
-Y = np.array([[1.0, 2.0], [0.5, 1.2], [1.5, 2.2], [0.8, 1.9], [1.2, 1.1]], np.float32)
-
-
-def normal_mean_model(y):
-    theta = numpyro.sample("theta", dist.Normal(0.0, PRIOR_SD).expand([2]).to_event(1))
-    with numpyro.plate("data", y.shape[0]):
-        numpyro.sample("y", dist.MultivariateNormal(theta, OBS_COV), obs=y)
-
-
-def exact_normal_posterior():
-    prec = np.eye(2) / PRIOR_SD**2 + len(Y) * np.linalg.inv(OBS_COV)
-    cov = np.linalg.inv(prec)
-    return cov @ np.linalg.inv(OBS_COV) @ Y.sum(0), cov
+from targets import Y, exact_normal_posterior, normal_mean_model
 
 
 @pytest.fixture(scope="module")
@@ -116,8 +100,6 @@ def test_engine_refines_the_laplace_covariance_in_step_and_chunk(normal_model):
     """Every State the engine returns carries the Hessian's covariance, however it was stepped."""
     config = vb.Config(guide="laplace", init="prior", learning_rate=0.05)
     engine = make_engine(normal_model, config)
-    from vibench.engine import hyper_from_config, init_params
-
     state = engine.init(init_params(normal_model, config, jax.random.key(0)), jax.random.key(1, impl="rbg"),
                         hyper_from_config(config))
     stepped, _ = engine.step(state)

@@ -186,6 +186,23 @@ def test_refused_values_are_put_back_with_a_reason(schools):
     wb.close()
 
 
+def test_every_family_can_be_picked_and_the_controls_follow_what_it_serves(schools):
+    wb = vb.Workbench(schools, _config(objective="forward_kl", num_particles=8, num_steps=2000))
+    wb.controls.guide.value = "bnaf"  # no inverse: no forward KL, no STL
+    assert wb.config.guide == "bnaf" and wb.config.objective == "elbo" and not wb.config.use_stl
+    assert wb.controls.stl.disabled and not wb.controls.objective.disabled
+    wb.controls.guide.value = "laplace"  # fitted at a mode: ELBO only, one particle
+    assert wb.config.num_particles == 1 and wb.controls.objective.disabled and wb.controls.num_particles.disabled
+    wb.controls.guide.value = "pathfinder"  # fitted by its start: particles only size the ELBO estimate
+    assert wb.controls.objective.disabled and not wb.controls.num_particles.disabled
+    wb.controls.guide.value = "iaf"
+    assert wb.config.guide == "iaf" and not wb.controls.objective.disabled and wb.controls.stl.disabled
+    wb.run()
+    assert wb.wait(120)
+    assert wb.fit.config.guide == "iaf" and wb.fit.num_steps == wb.config.num_steps
+    wb.close()
+
+
 def test_compare_ranks_runs_by_a_precise_elbo(schools):
     wb = vb.Workbench(schools, _config(num_steps=3000, guide="fullrank"))
     wb.run()

@@ -32,6 +32,8 @@ __all__ = [
     "GradientVariance",
     "importance_draws",
     "psis",
+    "psis_shift",
+    "SHIFT_THRESHOLD",
     "khat_reading",
     "khat",
     "elbo_convergence",
@@ -133,6 +135,20 @@ def psis(log_weights) -> tuple[np.ndarray, float]:
     return np.asarray(smoothed), float(k)
 
 
+SHIFT_THRESHOLD = 0.3  # guide sds between the guide's means and its importance-weighted means
+
+
+def psis_shift(values, smoothed_log_weights) -> float:
+    """The largest ``|mean - weighted mean| / sd`` over the columns of ``values`` ``(S, P)``
+    (or ``(S, ...)``, flattened), weighted by ``exp(smoothed_log_weights)`` ``(S,)`` (normalised,
+    as :func:`psis` returns them): where importance sampling says the guide's means are off."""
+    values = np.asarray(values, np.float64).reshape(len(smoothed_log_weights), -1)
+    weights = np.exp(np.asarray(smoothed_log_weights, np.float64))
+    sd = values.std(0)
+    moved = np.abs(weights @ values - values.mean(0))
+    return float(np.max(np.where(sd > 0, moved / np.where(sd > 0, sd, 1.0), 0.0))) if values.size else 0.0
+
+
 def khat_reading(k: float, num_draws: int) -> KHat:
     """Read a k-hat: good below 0.5; usable up to min(1 - 1/log10(S), 0.7); unreliable above it
     (Vehtari et al. 2024, the sample-size-dependent threshold of current loo)."""
@@ -180,6 +196,11 @@ def elbo_convergence(trace, window: Optional[int] = None, rtol: float = 1e-3) ->
 class Diagnosis:
     """A fit's diagnostics at a glance; ``khat`` is None for point guides.
 
+    ``psis_shift`` (None for point guides) is :func:`psis_shift` of the same draws: how far the
+    guide's means lie from its Pareto-smoothed importance-weighted means, in guide sds. Above
+    :data:`SHIFT_THRESHOLD` the fit is biased even where k-hat says the guide is a usable proposal
+    (a Laplace fit whose mode is not the mean): the reweighted draws are the better estimate.
+
     ``start_method``, ``start_message`` and ``start_seconds`` describe the starting stage
     (:class:`vibench.start.Start`; ``"laplace"``, ``"laplace-diagonal"``, ``"map"`` or ``"prior"``,
     why it fell back if it did, its time, part of ``wall_time``); None for a fit made without one.
@@ -196,6 +217,7 @@ class Diagnosis:
     start_method: Optional[str] = None
     start_message: Optional[str] = None
     start_seconds: Optional[float] = None
+    psis_shift: Optional[float] = None
 
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
@@ -214,6 +236,15 @@ class Diagnosis:
                 f"change {c.change:+.3g} ({c.relative_change:.2g} relative, {c.z_change:+.2g} standard errors)"
             )
         k = "undefined: a point guide has no density" if self.khat is None else str(self.khat)
+        if self.psis_shift is None:
+            shift = "undefined: a point guide has no density"
+        elif not np.isfinite(self.psis_shift):
+            shift = "undefined: the importance weights are not finite"
+        elif self.psis_shift > SHIFT_THRESHOLD:
+            shift = (f"{self.psis_shift:.2f} guide sds (biased: above {SHIFT_THRESHOLD}; the PSIS-reweighted draws, "
+                     "to_arviz(psis_reweight=True), are the better estimate where k-hat is usable)")
+        else:
+            shift = f"{self.psis_shift:.2f} guide sds (at most {SHIFT_THRESHOLD})"
         if self.start_method is None:
             start = "not recorded"
         else:
@@ -223,6 +254,7 @@ class Diagnosis:
         return "\n".join([
             f"Diagnosis of {self.model!r} with guide {self.guide!r}",
             f"  PSIS        {k}",
+            f"  mean shift  {shift}",
             f"  {elbo}",
             f"  start       {start}",
             f"  steps       {self.num_steps} ({self.num_rejected} rejected as not finite), {self.stop_reason}",
@@ -231,17 +263,21 @@ class Diagnosis:
 
 
 def diagnose(fit, num_draws: int = 4000, key: Optional[jax.Array] = None, window: Optional[int] = None,
-             log_weights=None) -> Diagnosis:
-    """k-hat (from ``log_weights`` ``(S,)`` when given, else ``num_draws`` fresh draws), ELBO
-    convergence, the starting stage, rejected steps and wall time of ``fit``."""
-    k = None
+             log_weights=None, values=None) -> Diagnosis:
+    """k-hat and the PSIS mean shift (from ``log_weights`` ``(S,)`` and the draws' ``values``
+    ``(S, P)`` when given, else from ``num_draws`` fresh draws), ELBO convergence, the starting
+    stage, rejected steps and wall time of ``fit``."""
+    k = shift = None
     if not fit.guide.point:
         if log_weights is None:
-            log_weights = importance_draws(fit, _default_key(key), num_draws).log_weight
+            draws = importance_draws(fit, _default_key(key), num_draws)
+            log_weights, values = draws.log_weight, draws.z
         try:
-            k = khat_reading(psis(log_weights)[1], len(log_weights))
+            smoothed, k_value = psis(log_weights)
+            k = khat_reading(k_value, len(log_weights))
+            shift = float("nan") if values is None else psis_shift(values, smoothed)
         except ValueError:  # NaN ratios: the model's density failed at some draws
-            k = khat_reading(float("nan"), len(log_weights))
+            k, shift = khat_reading(float("nan"), len(log_weights)), float("nan")
     try:
         convergence = elbo_convergence(fit.trace, window)
     except ValueError:
@@ -251,7 +287,8 @@ def diagnose(fit, num_draws: int = 4000, key: Optional[jax.Array] = None, window
                      float(fit.wall_time), fit.stop_reason,
                      start_method=None if start is None else start.method,
                      start_message=None if start is None else start.message,
-                     start_seconds=None if start is None else float(start.seconds))
+                     start_seconds=None if start is None else float(start.seconds),
+                     psis_shift=shift)
 
 
 def summary(fit, num_draws: int = 4000, key: Optional[jax.Array] = None, kind: str = "stats"):
@@ -263,8 +300,11 @@ def summary(fit, num_draws: int = 4000, key: Optional[jax.Array] = None, kind: s
 
     idata = to_arviz(fit, num_draws=num_draws, key=key, log_likelihood=False, posterior_predictive=False)
     table = az.summary(idata, kind=kind)
-    log_weights = None if fit.guide.point else idata.sample_stats["log_weight"].values[0]
-    table.attrs["diagnosis"] = diagnose(fit, log_weights=log_weights)
+    log_weights = values = None
+    if not fit.guide.point:
+        log_weights = idata.sample_stats["log_weight"].values[0]
+        values = np.concatenate([v.values[0].reshape(len(log_weights), -1) for v in idata.posterior.data_vars.values()], axis=1)
+    table.attrs["diagnosis"] = diagnose(fit, log_weights=log_weights, values=values)
     return table
 
 

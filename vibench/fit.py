@@ -429,12 +429,20 @@ class _Runner:
         (state, decayed learning rate, the rules' memory) is committed before any callback runs,
         so a Ctrl-C at any point leaves a fit that ``init=`` continues exactly."""
         try:
-            while self.remaining > 0:
-                n = min(self.config.chunk_size, self.remaining)
-                state, chunk = engine.run_chunk(self.state, n)
+            n = min(self.config.chunk_size, self.remaining)
+            pending = engine.run_chunk(self.state, n)
+            while True:
+                state, chunk = pending
+                following = min(self.config.chunk_size, self.remaining - n)
+                # Queue the next chunk on the state this one will leave before reading this one
+                # back: the device computes it while the host records this one. It is dropped
+                # if the host changes the state (a learning-rate decay) or stops.
+                ahead = engine.run_chunk(state, following) if following > 0 else None
                 # One transfer per chunk, not one per step.
-                if self.record(state, jax.device_get(chunk)):
+                if self.record(state, jax.device_get(chunk)) or ahead is None:
                     return
+                pending = ahead if self.state is state else engine.run_chunk(self.state, following)
+                n = following
         except KeyboardInterrupt:
             self.stop_reason = "interrupted"
 
@@ -462,6 +470,8 @@ class _Runner:
                 learning_rate, converged = plateau.update(self.plateau_signal(state), paired=True)
             if learning_rate is not None:
                 state = state._replace(hyper=state.hyper._replace(learning_rate=np.float32(learning_rate)))
+        if get_guide(self.config.guide).fitted_on == "start":
+            converged = True  # nothing is trained: one chunk of ELBO estimates says all there is
         if self.config.tol is not None and self.memory is not None:
             previous_mean = self.memory.last_chunk[0]
             converged |= abs(current[0] - previous_mean) <= self.config.tol * max(abs(previous_mean), 1e-12)

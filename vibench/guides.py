@@ -373,24 +373,22 @@ class FlowParams(NamedTuple):
     layers: tuple  # one stax params pytree per flow layer
 
 
-def _flow_options(name, options, d, defaults):
-    unknown = set(options) - set(defaults)
+def _flow_options(name, options, d, default_flows, width_name, default_widths):
+    """``(num_flows, widths)`` from a flow's ``guide_options``, checked."""
+    allowed = ("num_flows", width_name)
+    unknown = set(options) - set(allowed)
     if unknown:
-        raise ValueError(f"guide {name!r} takes the options {sorted(defaults)}, got {sorted(unknown)}")
+        raise ValueError(f"guide {name!r} takes the options {sorted(allowed)}, got {sorted(unknown)}")
     if d < 2:
         raise ValueError(f"guide {name!r} needs a model of dimension >= 2 (an autoregressive flow on one "
                          f"variable is an affine map): use guide='meanfield'")
-    merged = {**defaults, **options}
-    if merged.get("hidden_dims", ()) is None:
-        merged["hidden_dims"] = [max(2 * d, 16)] * 2
-    num_flows = merged["num_flows"]
+    num_flows = options.get("num_flows", default_flows)
     if isinstance(num_flows, bool) or not isinstance(num_flows, int) or num_flows < 1:
         raise ValueError(f"guide {name!r}: num_flows must be an integer >= 1, got {num_flows!r}")
-    widths = merged[[k for k in defaults if k != "num_flows"][0]]
+    widths = options.get(width_name, default_widths(d))
     if (not isinstance(widths, (list, tuple)) or not widths
             or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in widths)):
-        raise ValueError(f"guide {name!r}: {[k for k in defaults if k != 'num_flows'][0]} must be a non-empty "
-                         f"list of integers >= 1, got {widths!r}")
+        raise ValueError(f"guide {name!r}: {width_name} must be a non-empty list of integers >= 1, got {widths!r}")
     return num_flows, tuple(widths)
 
 
@@ -410,11 +408,11 @@ def _flow_transform_log_prob(layer_fn):
     return transform_log_prob
 
 
-def _flow_guide(name, layer_init, layer_fn, log_prob, defaults):
+def _flow_guide(name, layer_init, layer_fn, log_prob, default_flows, width_name, default_widths):
     transform_log_prob = _flow_transform_log_prob(layer_fn)
 
     def init(key, loc, scale, options):
-        num_flows, widths = _flow_options(name, options, loc.shape[-1], defaults)
+        num_flows, widths = _flow_options(name, options, loc.shape[-1], default_flows, width_name, default_widths)
         keys = jax.random.split(key, num_flows)
         layers = tuple(layer_init(k, loc.shape[-1], widths) for k in keys)
         return FlowParams(loc, jnp.log(scale), layers)
@@ -437,15 +435,23 @@ def _flow_guide(name, layer_init, layer_fn, log_prob, defaults):
 
 
 @functools.lru_cache(maxsize=None)
+def _jit_init(init_fn, d):
+    # A stax init run eagerly compiles each of its ops on its own; jitted, it is one compile.
+    return jax.jit(lambda key: init_fn(key, (d,))[1])
+
+
+@functools.lru_cache(maxsize=None)
 def _arn(d, hidden_dims):
     from jax.example_libraries import stax
     from numpyro.nn import AutoregressiveNN
 
-    return AutoregressiveNN(d, list(hidden_dims), permutation=jnp.arange(d), nonlinearity=stax.Elu)
+    # Concrete masks even when first built inside a trace: the networks are cached across traces.
+    with jax.ensure_compile_time_eval():
+        return AutoregressiveNN(d, list(hidden_dims), permutation=jnp.arange(d), nonlinearity=stax.Elu)
 
 
 def _iaf_init(key, d, hidden_dims):
-    _, params = _arn(d, hidden_dims)[0](key, (d,))
+    params = _jit_init(_arn(d, hidden_dims)[0], d)(key)
     # A zero last layer outputs mean 0 and log scale 0: the identity, from which every weight
     # still receives a gradient.
     *hidden, (w, b) = params
@@ -477,23 +483,51 @@ def _iaf_log_prob(params, z):
     return _flow_transform_log_prob(_iaf_layer)(params, x)[1]
 
 
-IAF = _flow_guide("iaf", _iaf_init, _iaf_layer, _iaf_log_prob, {"num_flows": 2, "hidden_dims": None})
+IAF = _flow_guide("iaf", _iaf_init, _iaf_layer, _iaf_log_prob, 2, "hidden_dims", lambda d: [max(2 * d, 16)] * 2)
 
 
 @functools.lru_cache(maxsize=None)
 def _bnaf(d, hidden_factors):
     from numpyro.nn import BlockNeuralAutoregressiveNN
 
-    return BlockNeuralAutoregressiveNN(d, list(hidden_factors), residual="gated")
+    with jax.ensure_compile_time_eval():  # concrete masks, as for _arn
+        return BlockNeuralAutoregressiveNN(d, list(hidden_factors), residual="gated")
 
 
 BNAF_GATE = -3.0  # sigmoid(-3) = 0.05: the gated residual starts 95% identity
 
 
 def _bnaf_init(key, d, hidden_factors):
-    _, params = _bnaf(d, hidden_factors)[0](key, (d,))
-    fan_out, (network, identity), _ = params
-    return (fan_out, (network, identity), jnp.asarray(BNAF_GATE, jnp.float32))
+    return _bnaf_init_fn(d, hidden_factors)(key)
+
+
+@functools.lru_cache(maxsize=None)
+def _bnaf_init_fn(d, hidden_factors):
+    # NumPyro's init fills the block matrices one block per dimension: run eagerly that is a
+    # compile per op (16 s on eight schools), jitted a program that grows with d (9 s). The
+    # weights outside the blocks the masks keep are never read, so whole matrices are drawn at
+    # once, with NumPyro's distributions: Glorot-uniform per block, log-uniform weight scales.
+    network_init = _bnaf(d, hidden_factors)[0]
+    template = jax.eval_shape(lambda k: network_init(k, (d,))[1], jax.random.key(0))
+    fan_out, (network, identity), _ = template
+
+    def init(key):
+        layers = []
+        for i, layer in enumerate(network):
+            if not layer:
+                layers.append(())
+                continue
+            k_w, k_s, k_b = jax.random.split(jax.random.fold_in(key, i), 3)
+            w, ws, b = layer
+            limit = jnp.sqrt(6.0 / ((w.shape[0] + w.shape[1]) / d))
+            layers.append((
+                jax.random.uniform(k_w, w.shape, minval=-limit, maxval=limit),
+                jnp.log(jax.random.uniform(k_s, ws.shape)),
+                (jax.random.uniform(k_b, b.shape) - 0.5) * (2 / jnp.sqrt(b.shape[0])),
+            ))
+        return (fan_out, (layers, identity), jnp.asarray(BNAF_GATE, jnp.float32))
+
+    return jax.jit(init)
 
 
 def _bnaf_layer(layer_params, x):
@@ -504,7 +538,7 @@ def _bnaf_layer(layer_params, x):
     return y, log_det.sum(-1)
 
 
-BNAF = _flow_guide("bnaf", _bnaf_init, _bnaf_layer, None, {"num_flows": 1, "hidden_factors": [8, 8]})
+BNAF = _flow_guide("bnaf", _bnaf_init, _bnaf_layer, None, 1, "hidden_factors", lambda d: [8, 8])
 
 
 def _no_options(name, options):
