@@ -112,12 +112,15 @@ def bench_blackjax(fn, args, kwargs, particles, n1, n2):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="shorter runs")
+    parser.add_argument("--only", choices=sorted(MODELS), help="run one model")
     args = parser.parse_args()
     print(f"jax {jax.__version__}, numpyro {numpyro.__version__}, blackjax {blackjax.__version__}, device {jax.devices()[0]}")
     header = "| model | K | vibench, bar on | vibench engine, one chunk | NumPyro svi.update in scan | NumPyro SVI.run, bar on | BlackJAX in scan | vibench / best peer headless | vibench / NumPyro bar on | first result: vibench / NumPyro / BlackJAX (s) |"
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     for name, (fn, fn_args, fn_kwargs) in MODELS.items():
+        if args.only and name != args.only:
+            continue
         slow = "logistic" in name or "hierarchical" in name
         for particles in (1, 8):
             n1, n2 = (1000, 3000) if slow else (5000, 20000)
