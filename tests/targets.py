@@ -122,20 +122,20 @@ def normal_mean_posterior(y=NORMAL_Y, prior_sd=10.0):
     return float(np.sum(y) / SIGMA**2 / precision), float(np.sqrt(1 / precision))
 
 
-# A conjugate Normal: two means with a known observation covariance (an exact posterior).
+# A conjugate Normal in 2-D: two means, a known correlated observation covariance (an exact posterior).
 
-PRIOR_SD = 2.0
-OBS_COV = np.array([[1.0, 0.8], [0.8, 1.0]], np.float32)
-Y = np.array([[1.0, 2.0], [0.5, 1.2], [1.5, 2.2], [0.8, 1.9], [1.2, 1.1]], np.float32)
+TWO_MEANS_PRIOR_SD = 2.0
+TWO_MEANS_COV = np.array([[1.0, 0.8], [0.8, 1.0]], np.float32)
+TWO_MEANS_Y = np.array([[1.0, 2.0], [0.5, 1.2], [1.5, 2.2], [0.8, 1.9], [1.2, 1.1]], np.float32)
 
 
-def normal_mean_model(y):
-    theta = numpyro.sample("theta", dist.Normal(0.0, PRIOR_SD).expand([2]).to_event(1))
+def two_means_model(y):
+    theta = numpyro.sample("theta", dist.Normal(0.0, TWO_MEANS_PRIOR_SD).expand([2]).to_event(1))
     with numpyro.plate("data", y.shape[0]):
-        numpyro.sample("y", dist.MultivariateNormal(theta, OBS_COV), obs=y)
+        numpyro.sample("y", dist.MultivariateNormal(theta, TWO_MEANS_COV), obs=y)
 
 
-def exact_normal_posterior():
-    prec = np.eye(2) / PRIOR_SD**2 + len(Y) * np.linalg.inv(OBS_COV)
+def two_means_posterior():
+    prec = np.eye(2) / TWO_MEANS_PRIOR_SD**2 + len(TWO_MEANS_Y) * np.linalg.inv(TWO_MEANS_COV)
     cov = np.linalg.inv(prec)
-    return cov @ np.linalg.inv(OBS_COV) @ Y.sum(0), cov
+    return cov @ np.linalg.inv(TWO_MEANS_COV) @ TWO_MEANS_Y.sum(0), cov

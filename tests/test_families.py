@@ -10,12 +10,12 @@ import vibench as vb
 from vibench.engine import hyper_from_config, init_params, make_engine, trace_count
 from vibench.models.targets import banana, banana_moments
 
-from targets import Y, exact_normal_posterior, normal_mean_model
+from targets import TWO_MEANS_Y, two_means_model, two_means_posterior
 
 
 @pytest.fixture(scope="module")
 def normal_model():
-    return vb.Model.from_numpyro(normal_mean_model, Y)
+    return vb.Model.from_numpyro(two_means_model, TWO_MEANS_Y)
 
 
 def _moments(fit, n=40_000):
@@ -27,7 +27,7 @@ def _moments(fit, n=40_000):
 def test_laplace_is_exact_on_a_gaussian_posterior(normal_model, init):
     """The mode and the inverse Hessian of a Gaussian posterior are its mean and covariance; from the
     plain start the location must be found by the engine's steps."""
-    mean, cov = exact_normal_posterior()
+    mean, cov = two_means_posterior()
     fit = vb.fit(normal_model, guide="laplace", init=init, num_steps=2000, learning_rate=0.05, progress_bar=False)
     z = fit.precond.to_z(fit.params.loc)
     np.testing.assert_allclose(z, mean, atol=1e-3)
@@ -42,7 +42,7 @@ def test_laplace_is_exact_on_a_gaussian_posterior(normal_model, init):
 
 
 def test_pathfinder_is_exact_on_a_gaussian_posterior_and_starts_other_families(normal_model):
-    mean, cov = exact_normal_posterior()
+    mean, cov = two_means_posterior()
     fit = vb.fit(normal_model, guide="pathfinder", num_steps=10, progress_bar=False)
     assert fit.start.method == "pathfinder"
     draw_mean, draw_cov = _moments(fit)
@@ -81,7 +81,7 @@ def test_flows_fit_a_banana_better_than_a_gaussian(guide):
 
 
 def test_iaf_serves_forward_kl_through_its_inverse(normal_model):
-    mean, cov = exact_normal_posterior()
+    mean, cov = two_means_posterior()
     fit = vb.fit(normal_model, guide="iaf", objective="forward_kl", num_particles=16, num_steps=1500,
                  learning_rate=0.01, progress_bar=False)
     np.testing.assert_allclose(fit.mean(key=jax.random.key(2))["theta"], mean, atol=0.1 * np.sqrt(cov.diagonal()).min())

@@ -13,18 +13,18 @@ import vibench as vb
 from vibench.engine import trace_count
 from vibench.models import EIGHT_SCHOOLS, eight_schools_noncentered_model
 
-from targets import Y, exact_normal_posterior, normal_mean_model
+from targets import TWO_MEANS_Y, two_means_model, two_means_posterior
 
 # ---------------------------------------------------------------- conjugate oracles
 
 
 @pytest.fixture(scope="module")
 def normal_model():
-    return vb.Model.from_numpyro(normal_mean_model, Y)
+    return vb.Model.from_numpyro(two_means_model, TWO_MEANS_Y)
 
 
 def test_fullrank_recovers_a_correlated_gaussian_posterior(normal_model):
-    mean, cov = exact_normal_posterior()
+    mean, cov = two_means_posterior()
     fit = vb.fit(normal_model, guide="fullrank", num_particles=8, num_steps=3000, learning_rate=0.02, progress_bar=False)
     draws = np.asarray(fit.sample(jax.random.key(1), 20_000)["theta"])
     sd = np.sqrt(np.diag(cov))
@@ -43,7 +43,7 @@ def test_fullrank_recovers_a_correlated_gaussian_posterior(normal_model):
     ids=["meanfield-analytic", "lowrank-no-stl", "fullrank-iwae"],
 )
 def test_every_family_and_objective_finds_the_posterior_mean(normal_model, settings):
-    mean, cov = exact_normal_posterior()
+    mean, cov = two_means_posterior()
     settings = {"num_particles": 4, **settings}
     fit = vb.fit(normal_model, num_steps=3000, learning_rate=0.03, schedule="cosine", progress_bar=False, **settings)
     np.testing.assert_allclose(fit.mean(key=jax.random.key(2))["theta"], mean, atol=0.1 * np.sqrt(cov.diagonal()).min())

@@ -41,7 +41,8 @@ CUSTOM = "custom"  # the optimizer name recorded when fit() is handed an optax t
 class Config:
     """Everything that defines a VI run; see ``docs/config.md`` for each field's range.
 
-    ``stl=None`` means "the objective's default": on for ``elbo``, off otherwise (read the
+    ``stl=None`` means "the objective's default": on for ``elbo`` with a family that serves it
+    (not the flows, nor the families fitted at a mode or by their start), off otherwise (read the
     resolved value from :attr:`use_stl`).
     """
 

@@ -30,7 +30,7 @@ from .engine import Trace, hyper_from_config, make_engine
 from .fit import Fit, _Runner, _resolve_config, plateau_signal, start_state
 from .model import Model, check_model
 
-__all__ = ["fit_many", "RUN_FIELDS"]
+__all__ = ["fit_many", "check_one_program", "RUN_FIELDS"]
 
 # Config fields that may differ between the runs of one fit_many call: runtime numbers of the
 # engine (engine.Hyper), the starting stage, and the host's stopping rule. Every other field
@@ -58,7 +58,7 @@ def fit_many(
     """
     check_model(model, "fit_many")
     configs = [_resolve_config(config, optimizer, {}) for config in _run_configs(configs, seeds)]
-    _check_one_program(configs)
+    check_one_program(configs)
     if model.batch_size:
         raise ValueError(
             f"fit_many does not run subsampled models (model {model.name!r} has batch_size={model.batch_size}): "
@@ -143,7 +143,9 @@ def _run_configs(configs, seeds) -> list:
     return configs
 
 
-def _check_one_program(configs: list) -> None:
+def check_one_program(configs: list) -> None:
+    """Raise a ValueError naming the first field, outside :data:`RUN_FIELDS`, in which the
+    Configs ``configs`` differ: they must make one compiled program to run together."""
     first = configs[0]
     for i, config in enumerate(configs[1:], start=1):
         for field in dataclasses.fields(Config):

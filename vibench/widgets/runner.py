@@ -27,7 +27,7 @@ import numpy as np
 
 from ..config import Config
 from ..fit import Fit, chunk_stats, fit, start_fit
-from ..many import _check_one_program, fit_many
+from ..many import check_one_program, fit_many
 from ..model import Model
 from ..start import Start
 
@@ -370,7 +370,7 @@ class Runner:
                 raise ValueError(
                     f"restarts run with vb.fit_many, which does not run subsampled models (batch size "
                     f"{model.batch_size}): set the batch size to 0 (all data), or train runs one by one with Run")
-            _check_one_program(configs)  # here, not in the thread: a mismatch is the caller's to see
+            check_one_program(configs)  # here, not in the thread: a mismatch is the caller's to see
             self._launching, self.error = len(configs), None
             before = self._phase
             self._phase = LAUNCHING
