@@ -3,13 +3,43 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
+import pytest
+from jax.experimental.compilation_cache import compilation_cache
+
+from vibench.cache import cache_environment, default_cache_dir
 from vibench.cli import lab_argv, main, notebooks_dir
 
 
-def test_demo_fits_eight_schools_and_prints_a_summary(capsys):
+@pytest.fixture
+def cache_home(tmp_path, monkeypatch):
+    """The user's cache folder in a temporary one, and JAX's cache settings restored afterwards
+    (the demo turns the persistent cache on for the whole process)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+    before = jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs
+    yield tmp_path
+    jax.config.update("jax_compilation_cache_dir", before[0])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", before[1])
+    compilation_cache.reset_cache()
+
+
+def test_demo_fits_eight_schools_and_prints_a_summary(capsys, cache_home):
     assert main(["demo", "--steps", "300", "--particles", "2"]) == 0
     out = capsys.readouterr().out
     assert "eight_schools" in out and "ELBO" in out and "theta[7]" in out and "tau" in out
+    # Its programs went to the persistent compilation cache, for the next demo to load.
+    assert default_cache_dir() == cache_home / "vibench" / "jax"
+    assert jax.config.jax_compilation_cache_dir == str(default_cache_dir())
+    assert any(default_cache_dir().iterdir())
+
+
+def test_lab_kernels_inherit_the_compilation_cache_unless_one_is_set(cache_home):
+    env = cache_environment({"PATH": "/bin"})
+    assert env["JAX_COMPILATION_CACHE_DIR"] == str(cache_home / "vibench" / "jax") and env["PATH"] == "/bin"
+    assert float(env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]) == 0.0
+    mine = cache_environment({"JAX_COMPILATION_CACHE_DIR": "/data/jax", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "2"})
+    assert mine["JAX_COMPILATION_CACHE_DIR"] == "/data/jax" and mine["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] == "2"
 
 
 def test_bad_arguments_exit_with_a_message(capsys):

@@ -1,6 +1,7 @@
 """vibench: an interactive variational-inference workbench on a pure JAX core."""
 
 from . import diagnostics, engine, export, guides, models, objectives, reference
+from .cache import enable_compilation_cache
 from .config import Config
 from .engine import Hyper, State, Trace, hyper_from_config, init_params, make_engine
 from .export import to_arviz
@@ -35,6 +36,7 @@ __all__ = [
     "Trace",
     "Workbench",
     "diagnostics",
+    "enable_compilation_cache",
     "engine",
     "export",
     "fit",

@@ -12,12 +12,15 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from .cache import cache_environment
+
 
 def _demo(args) -> int:
     import jax
 
     import vibench as vb
 
+    vb.enable_compilation_cache()  # a second demo loads its programs instead of compiling them
     model = vb.models.eight_schools(centered=False)
     config = vb.Config(
         guide=args.guide, num_particles=args.particles, num_steps=args.steps, learning_rate=args.learning_rate, seed=args.seed
@@ -72,12 +75,15 @@ def _lab(args, extra) -> int:
         print('vibench lab: JupyterLab is not installed; install the notebooks extra: pip install "vibench[notebooks]" '
               '(from a checkout: pip install -e ".[notebooks]")', file=sys.stderr)
         return 2
+    # The kernels inherit JAX's persistent compilation cache: a restarted kernel loads its
+    # programs instead of compiling them again.
+    env = cache_environment()
     if os.name == "posix":
         # JupyterLab takes this process's place, so Ctrl-C and kill reach it and leave nothing behind.
         sys.stdout.flush()
-        os.execv(argv[0], argv)
+        os.execve(argv[0], argv, env)
     try:
-        return subprocess.call(argv)
+        return subprocess.call(argv, env=env)
     except KeyboardInterrupt:  # JupyterLab shuts itself down on the same Ctrl-C
         return 130
 
