@@ -155,6 +155,9 @@ def test_diagnose_and_summary():
     assert list(table.index) == ["x[0]", "x[1]"] and list(table.columns) == ["mean", "sd", "hdi_3%", "hdi_97%"]
     np.testing.assert_allclose(table["sd"], 1.0, atol=0.1)
     assert isinstance(table.attrs["diagnosis"], Diagnosis) and table.attrs["diagnosis"].start_method == "laplace"
+    # The table's diagnosis is the fit's own, from the same draws.
+    same = fit.diagnose(num_draws=1000, key=jax.random.key(0))
+    assert (table.attrs["diagnosis"].khat, table.attrs["diagnosis"].psis_shift) == (same.khat, same.psis_shift)
 
     # The default plateau schedule stops once the ELBO no longer moves at its smallest step size.
     converged = vb.fit(model, config.replace(schedule="plateau", num_steps=50_000), progress_bar=False)

@@ -300,11 +300,8 @@ def summary(fit, num_draws: int = 4000, key: Optional[jax.Array] = None, kind: s
 
     idata = to_arviz(fit, num_draws=num_draws, key=key, log_likelihood=False, posterior_predictive=False)
     table = az.summary(idata, kind=kind)
-    log_weights = values = None
-    if not fit.guide.point:
-        log_weights = idata.sample_stats["log_weight"].values[0]
-        values = np.concatenate([v.values[0].reshape(len(log_weights), -1) for v in idata.posterior.data_vars.values()], axis=1)
-    table.attrs["diagnosis"] = diagnose(fit, log_weights=log_weights, values=values)
+    # The same diagnosis as fit.diagnose(num_draws, key): k-hat and the mean shift in the flat space.
+    table.attrs["diagnosis"] = diagnose(fit, num_draws, key)
     return table
 
 
