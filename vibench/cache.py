@@ -1,7 +1,8 @@
 """A persistent compilation cache: each of vibench's programs compiles once per machine, not once
 per process.
 
-Most of a first fit's time is XLA compiling its chunk (about 1.2-1.6 s on a laptop CPU); with
+Most of a first fit's time is XLA compiling its chunk (1.2-2.2 s on a 2-core CPU; 0.3-0.6 s
+from the cache, see benchmarks/README.md); with
 JAX's persistent cache a new kernel or a rerun notebook loads the compiled program from disk
 instead. ``vibench demo`` and ``vibench lab`` turn it on; in your own scripts call
 :func:`enable_compilation_cache` once, before the first fit. It is JAX's own cache
