@@ -15,18 +15,8 @@ import numpyro
 import numpyro.distributions as dist
 
 from ..model import Model
-from .targets import (
-    Moments,
-    banana,
-    banana_moments,
-    correlated_gaussian,
-    correlated_gaussian_moments,
-    funnel,
-    funnel_log_scale_marginal,
-    funnel_moments,
-    mixture,
-    mixture_moments,
-)
+from . import targets
+from .targets import *  # noqa: F401,F403 - the 2-D targets, listed once in targets.__all__
 
 __all__ = [
     "EIGHT_SCHOOLS",
@@ -39,16 +29,7 @@ __all__ = [
     "hierarchical_regression_model",
     "hierarchical_regression_data",
     "hierarchical_regression",
-    "Moments",
-    "banana",
-    "banana_moments",
-    "funnel",
-    "funnel_moments",
-    "funnel_log_scale_marginal",
-    "mixture",
-    "mixture_moments",
-    "correlated_gaussian",
-    "correlated_gaussian_moments",
+    *targets.__all__,
 ]
 
 #: Rubin's (1981) eight schools: estimated coaching effects and their standard errors.
