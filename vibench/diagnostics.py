@@ -262,22 +262,17 @@ class Diagnosis:
         ])
 
 
-def diagnose(fit, num_draws: int = 4000, key: Optional[jax.Array] = None, window: Optional[int] = None,
-             log_weights=None, values=None) -> Diagnosis:
-    """k-hat and the PSIS mean shift (from ``log_weights`` ``(S,)`` and the draws' ``values``
-    ``(S, P)`` when given, else from ``num_draws`` fresh draws), ELBO convergence, the starting
-    stage, rejected steps and wall time of ``fit``."""
+def diagnose(fit, num_draws: int = 4000, key: Optional[jax.Array] = None, window: Optional[int] = None) -> Diagnosis:
+    """k-hat and the PSIS mean shift (from ``num_draws`` guide draws), ELBO convergence, the
+    starting stage, rejected steps and wall time of ``fit``."""
     k = shift = None
     if not fit.guide.point:
-        if log_weights is None:
-            draws = importance_draws(fit, _default_key(key), num_draws)
-            log_weights, values = draws.log_weight, draws.z
+        draws = importance_draws(fit, _default_key(key), num_draws)
         try:
-            smoothed, k_value = psis(log_weights)
-            k = khat_reading(k_value, len(log_weights))
-            shift = float("nan") if values is None else psis_shift(values, smoothed)
+            smoothed, k_value = psis(draws.log_weight)
+            k, shift = khat_reading(k_value, num_draws), psis_shift(draws.z, smoothed)
         except ValueError:  # NaN ratios: the model's density failed at some draws
-            k, shift = khat_reading(float("nan"), len(log_weights)), float("nan")
+            k, shift = khat_reading(float("nan"), num_draws), float("nan")
     try:
         convergence = elbo_convergence(fit.trace, window)
     except ValueError:
