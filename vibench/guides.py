@@ -408,9 +408,7 @@ def _flow_transform_log_prob(layer_fn):
     return transform_log_prob
 
 
-def _flow_guide(name, layer_init, layer_fn, log_prob, default_flows, width_name, default_widths):
-    transform_log_prob = _flow_transform_log_prob(layer_fn)
-
+def _flow_guide(name, layer_init, transform_log_prob, log_prob, default_flows, width_name, default_widths):
     def init(key, loc, scale, options):
         num_flows, widths = _flow_options(name, options, loc.shape[-1], default_flows, width_name, default_widths)
         keys = jax.random.split(key, num_flows)
@@ -480,10 +478,11 @@ def _iaf_log_prob(params, z):
         x = _iaf_transform(params.layers[i]).inv(x)
         if i > 0:
             x = x[..., ::-1]
-    return _flow_transform_log_prob(_iaf_layer)(params, x)[1]
+    return _iaf_transform_log_prob(params, x)[1]
 
 
-IAF = _flow_guide("iaf", _iaf_init, _iaf_layer, _iaf_log_prob, 2, "hidden_dims", lambda d: [max(2 * d, 16)] * 2)
+_iaf_transform_log_prob = _flow_transform_log_prob(_iaf_layer)
+IAF = _flow_guide("iaf", _iaf_init, _iaf_transform_log_prob, _iaf_log_prob, 2, "hidden_dims", lambda d: [max(2 * d, 16)] * 2)
 
 
 @functools.lru_cache(maxsize=None)
@@ -538,7 +537,7 @@ def _bnaf_layer(layer_params, x):
     return y, log_det.sum(-1)
 
 
-BNAF = _flow_guide("bnaf", _bnaf_init, _bnaf_layer, None, 1, "hidden_factors", lambda d: [8, 8])
+BNAF = _flow_guide("bnaf", _bnaf_init, _flow_transform_log_prob(_bnaf_layer), None, 1, "hidden_factors", lambda d: [8, 8])
 
 
 def _no_options(name, options):
