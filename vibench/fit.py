@@ -89,7 +89,10 @@ class Fit:
         (ValueError for a family that cannot evaluate it at arbitrary points: a point, BNAF)."""
         if self.guide.point or self.guide.log_prob is None:
             what = "is a point (a MAP fit) with no density" if self.guide.point else "has no inverse to evaluate its density at given points"
-            raise ValueError(f"guide {self.guide.name!r} {what}; its draws' log densities are in fit.diagnose() and the export's sample_stats")
+            raise ValueError(
+                f"guide {self.guide.name!r} {what}; the log density of its own draws is in "
+                "fit.to_arviz().sample_stats['log_q'] (or fit a family that has one at any point: iaf, the Gaussians)"
+            )
         return _log_q_fn(self.model, self.guide)(self.params, self.precond, jnp.asarray(z))
 
     def sample(self, key: jax.Array, n: int) -> dict:
@@ -410,6 +413,7 @@ class _Runner:
         self._rejected = int(np.sum(self._buffers.rejected[:offset]))
         self.stop_reason = "completed"
         self.remaining = config.num_steps
+        self._nothing_trained = get_guide(config.guide).fitted_on == "start"  # fitted by its start
         self._plateau = None
         if config.schedule == "plateau":
             self._plateau = Plateau(
@@ -470,8 +474,8 @@ class _Runner:
                 learning_rate, converged = plateau.update(self.plateau_signal(state), paired=True)
             if learning_rate is not None:
                 state = state._replace(hyper=state.hyper._replace(learning_rate=np.float32(learning_rate)))
-        if get_guide(self.config.guide).fitted_on == "start":
-            converged = True  # nothing is trained: one chunk of ELBO estimates says all there is
+        if self._nothing_trained:
+            converged = True  # one chunk of ELBO estimates says all there is
         if self.config.tol is not None and self.memory is not None:
             previous_mean = self.memory.last_chunk[0]
             converged |= abs(current[0] - previous_mean) <= self.config.tol * max(abs(previous_mean), 1e-12)
