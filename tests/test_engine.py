@@ -111,3 +111,19 @@ def test_engines_are_cached_per_program(schools):
     b = vb.make_engine(schools, vb.Config(learning_rate=0.2, seed=3, num_steps=10))
     c = vb.make_engine(schools, vb.Config(num_particles=2))
     assert a is b and a is not c
+
+
+def test_run_chunk_compiles_ahead_from_shapes_alone(schools):
+    config = vb.Config(guide="lowrank", rank=3, num_particles=3, optimizer="rmsprop")  # a program of this test's own
+    engine, state = _start(schools, config)
+    before = trace_count()
+    for future in engine.run_chunk.compile(jax.eval_shape(lambda: state), 30, wait=False):
+        future.result()
+    compiled = trace_count()
+    assert compiled > before
+    new, trace = engine.run_chunk(state, 30)
+    assert trace_count() == compiled  # the call found both programs compiled from the shapes
+    # The same chunk traced inside a user's own jit is the same computation.
+    inside, traced = jax.jit(lambda s: engine.run_chunk(s, 30))(state)
+    np.testing.assert_allclose(traced.elbo, trace.elbo, rtol=1e-5)
+    np.testing.assert_allclose(inside.params.loc, new.params.loc, rtol=1e-5, atol=1e-6)

@@ -8,7 +8,6 @@ and is re-raised as a :class:`CallbackError` that carries that fit.
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import time
 import warnings
@@ -274,20 +273,22 @@ def start_state(model: Model, config: Config, engine, hyper, init_values: Option
     # The RBG generator compiles several times faster than threefry on CPU, for the same noise
     # quality a VI gradient needs.
     run_key = jax.random.key(config.seed, impl="rbg")
-    if start_method(config) == "prior" or not compile_first_chunk:
+
+    def initial(start):
+        return engine.init(init_params(model, config, init_key, start=start), run_key, hyper, start.precond)
+
+    if not compile_first_chunk:
         start = find_start(model, config, init_values)
-        return engine.init(init_params(model, config, init_key, start=start), run_key, hyper, start.precond), start
-    # Shapes do not depend on where the start lands: compile the first chunk in the background
-    # while the starting stage runs (XLA compiles without the GIL).
-    template = find_start(model, config, method="prior")
-    template_state = engine.init(init_params(model, config, init_key, start=template), run_key, hyper, template.precond)
-    first = min(config.chunk_size, config.num_steps)
-    chunk = engine.run_chunk.lower(template_state, first)
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        compiled_chunk = pool.submit(chunk.compile)
-        start = find_start(model, config, init_values)
-        compiled_chunk.result()
-    return engine.init(init_params(model, config, init_key, start=start), run_key, hyper, start.precond), start
+        return initial(start), start
+    # Shapes do not depend on where the start lands: the first chunk compiles in the background,
+    # from the state's shapes alone, while the starting stage runs and the state is built.
+    plain = find_start(model, config, init_values, method="prior")
+    compiling = engine.run_chunk.compile(jax.eval_shape(lambda: initial(plain)), min(config.chunk_size, config.num_steps), wait=False)
+    start = plain if start_method(config) == "prior" else find_start(model, config, init_values)
+    state = initial(start)
+    for future in compiling:
+        future.result()
+    return state, start
 
 
 class Memory(NamedTuple):
