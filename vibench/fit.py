@@ -283,7 +283,8 @@ def start_state(model: Model, config: Config, engine, hyper, init_values: Option
     # Shapes do not depend on where the start lands: the first chunk compiles in the background,
     # from the state's shapes alone, while the starting stage runs and the state is built.
     plain = find_start(model, config, init_values, method="prior")
-    compiling = engine.run_chunk.compile(jax.eval_shape(lambda: initial(plain)), min(config.chunk_size, config.num_steps), wait=False)
+    first = min(config.chunk_size, config.num_steps)
+    compiling = engine.run_chunk.compile(jax.eval_shape(lambda: initial(plain)), first, wait=False)
     start = plain if start_method(config) == "prior" else find_start(model, config, init_values)
     state = initial(start)
     for future in compiling:
