@@ -421,8 +421,8 @@ class _Chunk:
         return self._scan.lower(state, eps, self._data)
 
     def compile(self, state, n, wait: bool = True) -> list:
-        """Compile both programs for the shapes of ``state`` (arrays or ``jax.ShapeDtypeStruct``)
-        and ``n``: a cold first chunk waits for the longer of the two compiles, not their sum.
+        """Compile both programs, concurrently, for the shapes of ``state`` (arrays or
+        ``jax.ShapeDtypeStruct``) and ``n``.
 
         Both are traced here, on the calling thread (NumPyro's effect handlers are global state:
         two threads tracing a model corrupt each other), and compiled on threads of their own (XLA
