@@ -315,8 +315,11 @@ def _build_engine(model, config: Config, base: optax.GradientTransformation, sca
             precond = identity_precond(jnp.zeros(d, jax.tree.leaves(params)[0].dtype), guide.whitening)
         return State(params, base.init(params), key, jnp.int32(0), jnp.int32(0), hyper, precond)
 
+    def noise_shape(params):
+        return num_particles, guide.noise_dim(params)
+
     def noise(key, start, n, params):
-        return chunk_noise(key, start, n, (num_particles, guide.noise_dim(params)))
+        return chunk_noise(key, start, n, noise_shape(params))
 
     def one_step(state: State, eps, data):
         hyper = state.hyper
@@ -384,8 +387,7 @@ def _build_engine(model, config: Config, base: optax.GradientTransformation, sca
         base,
         jax.jit(init),
         _WithData(jax.jit(step), model.data),
-        _Chunk(_noise_program(), jax.jit(run_chunk), model.data,
-               lambda params: (num_particles, guide.noise_dim(params))),
+        _Chunk(_noise_program(), jax.jit(run_chunk), model.data, noise_shape),
         _WithData(jax.jit(run_many, static_argnums=1), model.data),
     )
 
