@@ -505,7 +505,8 @@ def _bnaf_init_fn(d, hidden_factors):
     # NumPyro's init fills the block matrices one block per dimension: run eagerly that is a
     # compile per op (16 s on eight schools), jitted a program that grows with d (9 s). The
     # weights outside the blocks the masks keep are never read, so whole matrices are drawn at
-    # once, with NumPyro's distributions: Glorot-uniform per block, log-uniform weight scales.
+    # once, from the distributions NumPyro's init uses: Glorot-uniform per block, log-uniform weight
+    # scales.
     network_init = _bnaf(d, hidden_factors)[0]
     template = jax.eval_shape(lambda k: network_init(k, (d,))[1], jax.random.key(0))
     fan_out, (network, identity), _ = template
