@@ -11,7 +11,7 @@ from targets import correlated, gaussian
 
 import vibench as vb
 from vibench.guides import GUIDES
-from vibench.objectives import make_objective
+from vibench.plan import make_objective
 
 TARGET_MEAN = jnp.array([1.0, -2.0, 0.5])
 TARGET_COV = jnp.array([[1.0, 0.6, 0.2], [0.6, 2.0, -0.3], [0.2, -0.3, 0.5]])

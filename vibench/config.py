@@ -8,33 +8,15 @@ is built, before anything compiles; every field, its range and its default are l
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
-import math
-import numbers
 from typing import Optional
 
-import optax
+from ._checks import as_integer, as_real, check_type
+from .plan import CUSTOM, INITS, OPTIMIZERS, SCHEDULES, check_names, resolve
 
-from .guides import get_guide
-from .objectives import check_combination, get_objective
+__all__ = ["Config", "INITS", "OPTIMIZERS", "SCHEDULES", "CUSTOM", "MAX_STEPS", "as_config"]
 
-__all__ = ["Config", "INITS", "OPTIMIZERS", "SCHEDULES"]
-
-OPTIMIZERS = {
-    "adam": optax.adam,
-    "adamw": optax.adamw,
-    "sgd": optax.sgd,
-    "momentum": optax.sgd,  # optax's sgd with its `momentum` option, 0.9 unless set
-    "rmsprop": optax.rmsprop,
-    "adagrad": optax.adagrad,
-    "adabelief": optax.adabelief,
-}
-_DEFAULT_OPTIONS = {"momentum": {"momentum": 0.9}}
-SCHEDULES = ("plateau", "constant", "exponential", "cosine")
-INITS = ("laplace", "pathfinder", "map", "prior")
 MAX_STEPS = 2**31 - 1  # the engine counts steps in int32
-CUSTOM = "custom"  # the optimizer name recorded when fit() is handed an optax transformation
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,56 +52,44 @@ class Config:
     def __post_init__(self):
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
         for name in ("guide", "objective", "optimizer", "schedule", "init"):
-            _check_type(name, getattr(self, name), str)
-        guide = get_guide(self.guide)
-        get_objective(self.objective)
-        if self.optimizer != CUSTOM and self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {self.optimizer!r}; known optimizers: {sorted(OPTIMIZERS)}")
-        if self.init not in INITS:
-            raise ValueError(f"unknown init {self.init!r}; known starts: {list(INITS)}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule {self.schedule!r}; known schedules: {list(SCHEDULES)}")
+            check_type(name, getattr(self, name), str)
+        check_names(self)
 
-        set_("num_particles", _integer("num_particles", self.num_particles, low=1))
-        set_("num_steps", _integer("num_steps", self.num_steps, low=1, high=MAX_STEPS))
-        set_("chunk_size", _integer("chunk_size", self.chunk_size, low=1, high=MAX_STEPS))
-        set_("warmup_steps", _integer("warmup_steps", self.warmup_steps, low=0, high=MAX_STEPS))
-        set_("seed", _integer("seed", self.seed, low=0, high=2**32 - 1))
-        set_("learning_rate", _real("learning_rate", self.learning_rate, positive=True))
-        set_("init_scale", _real("init_scale", self.init_scale, positive=True))
-        set_("final_lr_ratio", _real("final_lr_ratio", self.final_lr_ratio, positive=True))
+        set_("num_particles", as_integer("num_particles", self.num_particles, low=1))
+        set_("num_steps", as_integer("num_steps", self.num_steps, low=1, high=MAX_STEPS))
+        set_("chunk_size", as_integer("chunk_size", self.chunk_size, low=1, high=MAX_STEPS))
+        set_("warmup_steps", as_integer("warmup_steps", self.warmup_steps, low=0, high=MAX_STEPS))
+        set_("seed", as_integer("seed", self.seed, low=0, high=2**32 - 1))
+        set_("learning_rate", as_real("learning_rate", self.learning_rate, positive=True))
+        set_("init_scale", as_real("init_scale", self.init_scale, positive=True))
+        set_("final_lr_ratio", as_real("final_lr_ratio", self.final_lr_ratio, positive=True))
         if self.final_lr_ratio > 1:
             raise ValueError(f"final_lr_ratio must be in (0, 1], got {self.final_lr_ratio}")
-        set_("alpha", _real("alpha", self.alpha))
+        set_("alpha", as_real("alpha", self.alpha))
         if self.alpha < 0:
             raise ValueError(f"alpha must be >= 0 (0 is the IWAE bound), got {self.alpha}")
         if self.objective == "renyi" and self.alpha == 1:
             raise ValueError("alpha must not be 1 for objective 'renyi' (alpha -> 1 is the ELBO: use objective='elbo')")
         if self.clip_norm is not None:
-            set_("clip_norm", _real("clip_norm", self.clip_norm, positive=True))
+            set_("clip_norm", as_real("clip_norm", self.clip_norm, positive=True))
         if self.tol is not None:
-            set_("tol", _real("tol", self.tol, positive=True))
+            set_("tol", as_real("tol", self.tol, positive=True))
         if self.stl is not None:
-            _check_type("stl", self.stl, bool)
+            check_type("stl", self.stl, bool)
         if self.rank is not None:
             if self.guide != "lowrank":
                 raise ValueError(f"rank applies to guide 'lowrank' only, got guide={self.guide!r} with rank={self.rank}")
-            set_("rank", _integer("rank", self.rank, low=1))
+            set_("rank", as_integer("rank", self.rank, low=1))
         # Options are stored as their JSON form: a Config stays serialisable, hashable per value and
         # equal to its round trip (tuples become lists, NumPy scalars Python numbers).
         set_("guide_options", _json_options("guide_options", self.guide_options, scalars=False))
         set_("optimizer_options", _json_options("optimizer_options", self.optimizer_options, scalars=True))
-        if self.optimizer in OPTIMIZERS:
-            _check_optimizer_options(self.optimizer, self.optimizer_options)
-        check_combination(guide, self.objective, self.use_stl, self.num_particles)
+        resolve(self)  # the names and their combination: a Config that resolves can run
 
     @property
     def use_stl(self) -> bool:
         """Stick-the-landing as it will run: ``stl``, or the objective's default when unset."""
-        if self.stl is not None:
-            return self.stl
-        guide = get_guide(self.guide)
-        return get_objective(self.objective).default_stl and guide.fitted_on == "draws" and guide.supports_stl
+        return resolve(self).stl
 
     @property
     def guide_init_options(self) -> dict:
@@ -167,38 +137,11 @@ class Config:
         return cls(**data)
 
 
-def _check_type(name, value, kind):
-    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-        raise TypeError(f"{name} must be a {kind.__name__}, got {value!r} of type {type(value).__name__}")
-
-
-def _integer(name, value, low=None, high=None):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {value!r} of type {type(value).__name__}")
-    value = int(value)
-    if (low is not None and value < low) or (high is not None and value > high):
-        bounds = f">= {low}" + ("" if high is None else f" and <= {high}")
-        raise ValueError(f"{name} must be an integer {bounds}, got {value}")
-    return value
-
-
-def _real(name, value, positive=False):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number, got {value!r} of type {type(value).__name__}")
-    try:
-        value = float(value)
-    except OverflowError:  # an int beyond float range
-        raise ValueError(f"{name} must be a finite number{' > 0' if positive else ''}, got {value}") from None
-    if not math.isfinite(value) or (positive and value <= 0):
-        raise ValueError(f"{name} must be a finite number{' > 0' if positive else ''}, got {value}")
-    return value
-
-
 _SCALARS = (str, int, float, bool, type(None))
 
 
 def _json_options(name: str, options, scalars: bool) -> dict:
-    _check_type(name, options, dict)
+    check_type(name, options, dict)
     plain = {}
     for key, value in options.items():
         if not isinstance(key, str):
@@ -223,14 +166,11 @@ def _json_options(name: str, options, scalars: bool) -> dict:
     return json.loads(json.dumps(plain))
 
 
-def _check_optimizer_options(name: str, options: dict) -> None:
-    allowed = set(inspect.signature(OPTIMIZERS[name]).parameters) - {"learning_rate"}
-    unknown = set(options) - allowed
-    if unknown:
-        raise ValueError(f"optimizer_options: optimizer {name!r} has no option(s) {sorted(unknown)}; it takes {sorted(allowed)}")
-
-
-def optimizer_options(config: Config) -> dict:
-    """The keyword options of the named optax optimizer (defaults for ``momentum`` included)."""
-    return {**_DEFAULT_OPTIONS.get(config.optimizer, {}), **config.optimizer_options}
-
+def as_config(config, required: bool = False) -> Config:
+    """``config`` if it is a :class:`Config`, ``Config()`` when None (unless ``required``); a
+    TypeError otherwise. Every entry point that takes a Config calls this, so all say the same."""
+    if config is None and not required:
+        return Config()
+    if not isinstance(config, Config):
+        raise TypeError(f"config must be a vibench.Config, got {type(config).__name__}")
+    return config

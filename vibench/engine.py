@@ -17,7 +17,6 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import functools
-import weakref
 from typing import Any, Callable, NamedTuple, Optional
 
 import jax
@@ -25,9 +24,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from .config import CUSTOM, OPTIMIZERS, Config, optimizer_options
-from .guides import Guide, dimension, get_guide
-from .objectives import make_objective
+from ._memo import per_model
+from .guides import Guide, dimension
+from .plan import Plan, Program, as_plan
 
 __all__ = [
     "Hyper",
@@ -150,7 +149,6 @@ class Engine(NamedTuple):
     run_many: Callable
 
 
-_ENGINES: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
 _TRACES: collections.Counter = collections.Counter()
 
 
@@ -159,22 +157,16 @@ def trace_count() -> int:
     return sum(_TRACES.values())
 
 
-def cached(model, key, build: Callable[[], Any]):
-    """``build()`` once per (model, key); dropped with the model."""
-    per_model = _ENGINES.setdefault(model, {})
-    if key not in per_model:
-        per_model[key] = build()
-    return per_model[key]
-
-
-def hyper_from_config(config: Config, model=None) -> Hyper:
-    """The runtime numbers of ``config``.
+def hyper_from_config(config, model=None) -> Hyper:
+    """The runtime numbers of ``config`` (a Config or its :class:`~vibench.plan.Plan`).
 
     For a subsampled ``model`` the step size is ``learning_rate * sqrt(batch_size / num_data)``:
     minibatch gradient noise grows as ``sqrt(num_data / batch_size)``, and an adaptive optimizer's
     jitter about the optimum with it; the scaling keeps a minibatch fit as still as a full-batch
     one at the same ``learning_rate``.
     """
+    plan = as_plan(config)
+    config = plan.config
     f32 = np.float32
     learning_rate = config.learning_rate
     if model is not None and model.batch_size:
@@ -183,52 +175,42 @@ def hyper_from_config(config: Config, model=None) -> Hyper:
         learning_rate=f32(learning_rate),
         clip_norm=f32(np.inf if config.clip_norm is None else config.clip_norm),
         alpha=f32(config.alpha),
-        stl=np.bool_(config.use_stl),
+        stl=np.bool_(plan.stl),
         decay_steps=f32(config.num_steps),
         warmup_steps=f32(config.warmup_steps),
         final_lr_ratio=f32(config.final_lr_ratio),
     )
 
 
-def init_params(model, config: Config, key: jax.Array, init_values: Optional[dict] = None, start=None):
-    """The guide's starting params.
+def init_params(model, config, key: jax.Array, init_values: Optional[dict] = None, start=None):
+    """The guide's starting params for ``config`` (a Config or its Plan).
 
     With a ``start`` (:func:`vibench.start.find_start`), in its whitened coordinates: location 0,
     scale ``start.scale``. Without one, in the model's flat space: location at the model's initial
     point (or ``init_values``, constrained, by site), scale ``config.init_scale``; pair these with
     ``engine.init(..., precond=None)``.
     """
-    guide = get_guide(config.guide)
+    plan = as_plan(config)
+    guide, options = plan.guide, plan.config.guide_init_options
     if start is None:
         loc = model.initial_point(init_values)
-        return guide.init(key, loc, jnp.full_like(loc, config.init_scale), config.guide_init_options)
+        return guide.init(key, loc, jnp.full_like(loc, plan.config.init_scale), options)
     zeros = jnp.zeros_like(start.precond.shift)
-    return guide.init(key, zeros, jnp.full_like(zeros, start.scale), config.guide_init_options)
+    return guide.init(key, zeros, jnp.full_like(zeros, start.scale), options)
 
 
-def make_engine(model, config: Config, optimizer: Optional[optax.GradientTransformation] = None) -> Engine:
-    """The (cached) engine for ``model`` and the program-defining fields of ``config``."""
-    if optimizer is None:
-        if config.optimizer == CUSTOM:
-            raise ValueError("config.optimizer is 'custom': pass the optax transformation as optimizer=")
-        options = optimizer_options(config)
-        opt_key = (config.optimizer, tuple(sorted(options.items())))
-    else:
-        opt_key = (CUSTOM, optimizer)
-    # The plateau schedule's decays are made by the driver through the runtime learning rate.
-    schedule = "constant" if config.schedule == "plateau" else config.schedule
-    key = ("engine", config.guide, config.objective, config.num_particles, schedule, opt_key)
+def make_engine(model, config, optimizer: Optional[optax.GradientTransformation] = None) -> Engine:
+    """The engine for ``model`` and ``config`` (a Config, with ``optimizer`` for a custom optax
+    transformation, or a :class:`~vibench.plan.Plan`): cached per model and
+    :attr:`Plan.program <vibench.plan.Plan.program>`, so Configs that differ only in runtime
+    numbers share one."""
+    return _engine(model, as_plan(config, optimizer).program)
 
-    def build():
-        if optimizer is None:
-            # The optimizer runs at unit step size and the engine scales its update by the runtime
-            # learning rate times the schedule: optax's aliases all end in that same scaling.
-            base = OPTIMIZERS[config.optimizer](learning_rate=1.0, **options)
-        else:
-            base = optimizer
-        return _build_engine(model, config, base, scale_updates=optimizer is None)
 
-    return cached(model, key, build)
+@per_model
+def _engine(model, program: Program) -> "Engine":
+    # Built from the program alone: no other Config field can be read here and then go stale.
+    return _build_engine(model, program)
 
 
 NOISE_BLOCK = 64
@@ -296,15 +278,15 @@ def _lr_factor(schedule: str, hyper: Hyper, step):
     return warm
 
 
-def _build_engine(model, config: Config, base: optax.GradientTransformation, scale_updates: bool) -> Engine:
-    guide = get_guide(config.guide)
-    num_particles, schedule = config.num_particles, config.schedule
+def _build_engine(model, program: Program) -> Engine:
+    guide, method, num_particles, schedule = program.guide, program.method, program.num_particles, program.schedule
+    base, scale_updates = program.transformation()
 
     def objective(params, eps, hyper, precond, data=None, batch_key=None):
         # Built at trace time around the runtime preconditioner and data: one program serves every
         # start, and data placed across devices is computed on where it lies.
         density = model.density(data, batch_key)
-        loss_fn = make_objective(config.objective, Whitened(density, precond), guide, num_particles)
+        loss_fn = method.build(Whitened(density, precond), guide, program.objective, num_particles)
         return loss_fn(params, eps, hyper)
 
     value_and_grad = jax.value_and_grad(objective, has_aux=True)
@@ -347,10 +329,10 @@ def _build_engine(model, config: Config, base: optax.GradientTransformation, sca
     def refined(state, data):
         # Params that follow from the location (Laplace's covariance) are recomputed once per
         # call, on all of the data, not in every step of a chunk.
-        if guide.refine is None:
+        if method.refine is None:
             return state
         density = Whitened(model.density(data, None), state.precond)
-        return state._replace(params=guide.refine(density.log_density, state.params))
+        return state._replace(params=method.refine(density.log_density, state.params))
 
     def step(state, data):
         _TRACES["step"] += 1

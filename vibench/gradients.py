@@ -11,8 +11,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .engine import Whitened, cached, hyper_from_config
-from .objectives import check_combination, make_objective
+from ._checks import as_key, check_count
+from ._memo import per_model
+from .engine import Whitened, hyper_from_config
+from .plan import resolve
 
 __all__ = ["GradientVariance", "gradient_variance"]
 
@@ -47,42 +49,48 @@ def gradient_variance(fit, stl: Optional[bool] = None, num_particles: Optional[i
     for every draw where the guide equals the posterior, so its variance goes to zero at an exact
     fit; the standard estimator keeps the score term's variance (Roeder et al. 2017).
     """
-    from .diagnostics import _check_count, _default_key
-
-    model, guide, config = fit.model, fit.guide, fit.config
-    if guide.fitted_on != "draws":
-        raise ValueError(f"guide {guide.name!r} is not fitted by an objective over its draws (fitted on "
-                         f"{guide.fitted_on!r}): its gradient draws no noise, so it has no variance")
-    objective = config.objective if objective is None else objective
-    stl = config.use_stl if stl is None else stl
+    model, config = fit.model, fit.config
+    if "objective" not in fit.plan.method.takes:
+        raise ValueError(f"guide {fit.guide.name!r} is not fitted by an objective over its draws (fitted by "
+                         f"{fit.plan.method.name!r}): its gradient draws no noise, so it has no variance")
+    stl = fit.plan.stl if stl is None else stl
     num_particles = config.num_particles if num_particles is None else num_particles
-    _check_count("num_particles", num_particles)
-    _check_count("repeats", repeats)
+    check_count("num_particles", num_particles)
+    check_count("repeats", repeats)
     if not isinstance(stl, (bool, np.bool_)):
         raise TypeError(f"stl must be a bool, got {stl!r}")
-    check_combination(guide, objective, bool(stl), num_particles)
+    # The plan of the estimator asked for: the fit's, with the objective, STL and particles given.
+    changes = {"stl": bool(stl), "num_particles": int(num_particles)}
+    if objective is not None:
+        changes["objective"] = objective
+    plan = resolve(config.replace(**changes), fit.optimizer)
     if repeats < 2:
         raise ValueError(f"repeats must be >= 2 to estimate a variance, got {repeats}")
-    hyper = hyper_from_config(config)._replace(stl=np.bool_(stl))
-
-    def build():
-        def loss(params, eps, hyper, precond):
-            # Built at trace time around the runtime preconditioner, as in the engine.
-            return make_objective(objective, Whitened(model, precond), guide, num_particles)(params, eps, hyper)[0]
-
-        grad = jax.grad(loss)
-
-        def run(params, precond, key, hyper):
-            eps = jax.random.normal(key, (repeats, num_particles, guide.noise_dim(params)))
-            grads = jax.lax.map(lambda e: grad(params, e, hyper, precond), eps)
-            mean = jax.tree.map(lambda g: jnp.mean(g, 0), grads)
-            variance = jax.tree.map(lambda g: jnp.var(g, 0, ddof=1), grads)
-            return mean, variance
-
-        return jax.jit(run)
-
-    build_key = ("gradient_variance", guide.name, objective, int(num_particles), int(repeats))
-    mean, variance = jax.device_get(cached(model, build_key, build)(fit.params, fit.precond, _default_key(key), hyper))
+    hyper = hyper_from_config(plan)
+    run = _variance_program(model, plan.program, int(repeats))
+    mean, variance = jax.device_get(run(fit.params, fit.precond, as_key(key), hyper))
     total = float(sum(np.sum(v) for v in jax.tree.leaves(variance)))
     mean_norm = float(np.sqrt(sum(np.sum(np.square(m)) for m in jax.tree.leaves(mean))))
-    return GradientVariance(total, mean_norm, variance, mean, objective, bool(stl), int(num_particles), int(repeats))
+    return GradientVariance(total, mean_norm, variance, mean, plan.objective.name, bool(stl), int(num_particles),
+                            int(repeats))
+
+
+@per_model
+def _variance_program(model, program, repeats: int):
+    guide, num_particles = program.guide, program.num_particles
+
+    def loss(params, eps, hyper, precond):
+        # Built at trace time around the runtime preconditioner, as in the engine.
+        build = program.method.build(Whitened(model, precond), guide, program.objective, num_particles)
+        return build(params, eps, hyper)[0]
+
+    grad = jax.grad(loss)
+
+    def run(params, precond, key, hyper):
+        eps = jax.random.normal(key, (repeats, num_particles, guide.noise_dim(params)))
+        grads = jax.lax.map(lambda e: grad(params, e, hyper, precond), eps)
+        mean = jax.tree.map(lambda g: jnp.mean(g, 0), grads)
+        variance = jax.tree.map(lambda g: jnp.var(g, 0, ddof=1), grads)
+        return mean, variance
+
+    return jax.jit(run)

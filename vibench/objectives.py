@@ -3,7 +3,7 @@
 An objective is built once from a model, a guide family and a particle count (the things that fix
 the program's shapes) and then only called::
 
-    loss_fn = make_objective("elbo", model, guide, num_particles=8)
+    loss_fn = OBJECTIVES["elbo"].build(model, guide, num_particles=8)
     loss, aux = loss_fn(params, eps, hyper)   # eps: (8, guide.noise_dim(params))
 
 ``loss`` is the quantity minimised (the negative of a lower bound, CHIVI's upper bound, or the
@@ -11,7 +11,8 @@ forward KL's surrogate); ``aux["elbo"]`` is the Monte Carlo ELBO from the same p
 the objective, so traces of different objectives compare. ``chivi`` and ``forward_kl`` are
 mass-covering: their optima spread over the target where the ELBO's shrink inside it. Numbers a
 user changes live (``hyper.alpha``, ``hyper.stl``) are runtime values: changing them does not
-recompile.
+recompile. Objectives serve the ``"vi"`` fitting method; how a MAP, a Laplace mode or a Pathfinder
+fit is trained is :mod:`vibench.methods`'s business, not theirs.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from jax.scipy.special import logsumexp
 
 from .guides import Guide, transform_log_prob
 
-__all__ = ["Objective", "OBJECTIVES", "register_objective", "make_objective", "check_combination"]
+__all__ = ["Objective", "OBJECTIVES", "register_objective", "get_objective", "particle_log_densities"]
 
 
 class Objective(NamedTuple):
@@ -53,34 +54,11 @@ def register_objective(objective: Objective) -> Objective:
 
 
 def get_objective(name: str) -> Objective:
+    """The registered objective called ``name``; a ValueError lists the known names otherwise."""
     try:
         return OBJECTIVES[name]
     except KeyError:
         raise ValueError(f"unknown objective {name!r}; known objectives: {sorted(OBJECTIVES)}") from None
-
-
-def check_combination(guide: Guide, objective: str, stl: bool, num_particles: int) -> None:
-    """Raise a ValueError naming the problem if ``guide x objective x stl x particles`` is invalid."""
-    get_objective(objective).check(guide, stl, num_particles)
-
-
-def make_objective(name: str, model, guide: Guide, num_particles: int) -> Callable:
-    """``fn(params, eps, hyper) -> (loss, {"elbo": elbo})`` with ``eps`` of shape ``(K, m)``.
-
-    Families not fitted on their draws (``guide.fitted_on``) ignore ``name``: a MAP
-    (``"log_joint"``) minimises ``-log p(data, constrain(loc))`` in the model's own
-    parameterisation, without the Jacobian, and its ``elbo`` is that log joint; a Laplace mode
-    (``"log_density"``) minimises minus the flat log density (Jacobian included), its ``elbo`` is
-    that log density; a family fitted by its starting stage (``"start"``) only estimates its ELBO.
-    """
-    if guide.fitted_on == "log_joint":
-        return _mode_objective(model.log_joint)
-    if guide.fitted_on == "log_density":
-        # Reported in the model's own flat space, as a MAP's log joint is (same mode, same gradient).
-        return _mode_objective(getattr(model, "flat_log_density", model.log_density))
-    if guide.fitted_on == "start":
-        return _frozen_elbo(model, guide)
-    return get_objective(name).build(model, guide, num_particles)
 
 
 def _log_density_batch(log_density, z):
@@ -95,7 +73,10 @@ def _maybe_stop(params, stl):
     return jax.tree.map(lambda p: jnp.where(stl, jax.lax.stop_gradient(p), p), params)
 
 
-def _draws(model, guide, params, eps, stl):
+def particle_log_densities(model, guide: Guide, params, eps: jax.Array, stl) -> tuple:
+    """``(log_p, log_q)``, each ``(K,)``: the model's flat log density and the guide's at the
+    guide's draws from noise ``eps`` ``(K, noise_dim)``; with ``stl`` (a runtime bool) log q's
+    params are frozen, dropping the score term."""
     if guide.supports_stl:
         z = guide.transform(params, eps)
         log_q = guide.log_prob(_maybe_stop(params, stl), z)
@@ -105,31 +86,12 @@ def _draws(model, guide, params, eps, stl):
     return log_p, log_q
 
 
-def _mode_objective(log_density):
-    def fn(params, eps, hyper):
-        del eps, hyper
-        value = log_density(params.loc)
-        return -value, {"elbo": value}
-
-    return fn
-
-
-def _frozen_elbo(model, guide):
-    def fn(params, eps, hyper):
-        del hyper
-        log_p, log_q = _draws(model, guide, jax.lax.stop_gradient(params), eps, False)
-        elbo = jnp.mean(log_p - log_q)
-        return -elbo, {"elbo": elbo}
-
-    return fn
-
-
 # ---------------------------------------------------------------- elbo
 
 
 def _build_elbo(model, guide, num_particles):
     def fn(params, eps, hyper):
-        log_p, log_q = _draws(model, guide, params, eps, hyper.stl)
+        log_p, log_q = particle_log_densities(model, guide, params, eps, hyper.stl)
         elbo = jnp.mean(log_p - log_q)
         return -elbo, {"elbo": elbo}
 
@@ -137,15 +99,6 @@ def _build_elbo(model, guide, num_particles):
 
 
 def _check_elbo(guide, stl, num_particles):
-    if guide.fitted_on in ("log_joint", "log_density") and (stl or num_particles != 1):
-        what = "a point (a MAP fit)" if guide.point else "fitted at the mode of the log density"
-        raise ValueError(
-            f"guide {guide.name!r} is {what}: it takes num_particles=1 and stl=False, "
-            f"got num_particles={num_particles}, stl={stl}"
-        )
-    if guide.fitted_on == "start" and stl:
-        raise ValueError(f"guide {guide.name!r} is fitted by its starting stage: nothing is trained, so stl=True "
-                         "has no meaning; use stl=False")
     if stl and not guide.supports_stl:
         raise ValueError(
             f"stl=True needs guide {guide.name!r}'s log density at its draws under frozen params, which "
@@ -162,7 +115,7 @@ register_objective(Objective("elbo", _build_elbo, _check_elbo, default_stl=True)
 def _build_elbo_analytic(model, guide, num_particles):
     def fn(params, eps, hyper):
         del hyper
-        log_p, log_q = _draws(model, guide, params, eps, True)
+        log_p, log_q = particle_log_densities(model, guide, params, eps, True)
         bound = jnp.mean(log_p) + guide.entropy(params)
         return -bound, {"elbo": jnp.mean(log_p - log_q)}
 
@@ -190,7 +143,7 @@ def _build_renyi(model, guide, num_particles):
     log_k = jnp.log(num_particles)
 
     def fn(params, eps, hyper):
-        log_p, log_q = _draws(model, guide, params, eps, False)
+        log_p, log_q = particle_log_densities(model, guide, params, eps, False)
         log_w = log_p - log_q
         one_minus_alpha = 1.0 - hyper.alpha
         bound = (logsumexp(one_minus_alpha * log_w) - log_k) / one_minus_alpha
@@ -228,7 +181,7 @@ def _build_chivi(model, guide, num_particles):
 
     def fn(params, eps, hyper):
         del hyper
-        log_p, log_q = _draws(model, guide, params, eps, False)
+        log_p, log_q = particle_log_densities(model, guide, params, eps, False)
         log_w = log_p - log_q
         # log CUBO_n = (1/n) log mean_k w_k^n, through logsumexp so w^n never over- or underflows.
         cubo = (logsumexp(CHIVI_ORDER * log_w) - log_k) / CHIVI_ORDER
@@ -285,10 +238,3 @@ def _needs_draws(guide: Guide, objective: str) -> None:
             f"guide {guide.name!r} is a point (a MAP fit) and has no density for objective "
             f"{objective!r}; use objective='elbo'"
         )
-    if guide.fitted_on != "draws":
-        how = "at the mode of the log density" if guide.fitted_on == "log_density" else "by its starting stage"
-        raise ValueError(
-            f"guide {guide.name!r} is fitted {how}, not by an objective over its draws; objective "
-            f"{objective!r} does not apply to it: use objective='elbo'"
-        )
-

@@ -16,8 +16,8 @@
   ``config.init_scale``, no whitening.
 - ``"prior"``: the plain start: the model's initial point, scale ``config.init_scale``.
 
-A family that is fitted by its starting stage (``Guide.start``: the ``"pathfinder"`` family) uses
-that stage whatever ``Config.init`` says.
+A family whose fitting method needs a starting stage of its own (``Method.start``: the
+``"pathfinder"`` family) uses that stage whatever ``Config.init`` says (:attr:`Plan.start`).
 """
 
 from __future__ import annotations
@@ -31,10 +31,11 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.optimize
 
-from .engine import Precond, cached, identity_precond
-from .guides import get_guide
+from ._memo import per_model
+from .engine import Precond, identity_precond
+from .plan import as_plan
 
-__all__ = ["Start", "find_start", "start_method"]
+__all__ = ["Start", "find_start"]
 
 PATHFINDER_ITERATIONS = 100  # L-BFGS iterations: Gaussians along the path
 PATHFINDER_DRAWS = 100  # draws per Gaussian for its ELBO
@@ -54,17 +55,14 @@ class Start(NamedTuple):
     seconds: float
 
 
-def start_method(config) -> str:
-    """The starting stage a fit with ``config`` runs: the family's own, else ``config.init``."""
-    return get_guide(config.guide).start or config.init
-
-
-def find_start(model, config, init_values: Optional[dict] = None, method: Optional[str] = None) -> Start:
-    """Run the starting stage ``method`` (default :func:`start_method`); never raises for a model
-    without a MAP."""
+def find_start(model, plan, init_values: Optional[dict] = None, method: Optional[str] = None) -> Start:
+    """Run the starting stage ``method`` (default ``plan.start``) for ``plan`` (a Plan or a
+    Config); never raises for a model without a MAP."""
     began = time.perf_counter()
-    method = start_method(config) if method is None else method
-    whitening = get_guide(config.guide).whitening
+    plan = as_plan(plan)
+    config = plan.config
+    method = plan.start if method is None else method
+    whitening = plan.guide.whitening
     loc = model.initial_point(init_values)
     plain = Start("prior", identity_precond(loc, whitening), config.init_scale, "", 0.0)
     if method == "prior":
@@ -218,14 +216,7 @@ def _laplace(x, grad, precision, whitening) -> Optional[Start]:
 
 def _pathfinder(model, loc, seed: int, whitening: str) -> Optional[Start]:
     """The Pathfinder start, or None when no Gaussian on the path has a finite ELBO."""
-    from blackjax.vi.pathfinder import approximate
-
-    def build():
-        run = lambda key, x: approximate(key, model.log_density, x, num_samples=PATHFINDER_DRAWS,  # noqa: E731
-                                         maxiter=PATHFINDER_ITERATIONS)[0]
-        return jax.jit(run)
-
-    state = cached(model, ("pathfinder",), build)(jax.random.key(seed), loc)
+    state = _pathfinder_program(model)(jax.random.key(seed), loc)
     position, grad, alpha, beta, gamma = (np.asarray(a, np.float64) for a in
                                           (state.position, state.grad_position, state.alpha, state.beta, state.gamma))
     # The mean and covariance of the Gaussian BlackJAX's bfgs_sample draws from.
@@ -246,13 +237,23 @@ def _pathfinder(model, loc, seed: int, whitening: str) -> Optional[Start]:
     return Start("pathfinder", _precond(mean, scale, log_det), 1.0, "", 0.0)
 
 
+@per_model
+def _pathfinder_program(model):
+    from blackjax.vi.pathfinder import approximate
+
+    run = lambda key, x: approximate(key, model.log_density, x, num_samples=PATHFINDER_DRAWS,  # noqa: E731
+                                     maxiter=PATHFINDER_ITERATIONS)[0]
+    return jax.jit(run)
+
+
 def _precond(shift, scale, log_det) -> Precond:
     f32 = lambda a: jnp.asarray(a, jnp.float32)  # noqa: E731
     return Precond(f32(shift), f32(scale), f32(log_det))
 
 
+@per_model
 def _value_and_grad(model):
-    return cached(model, ("value_and_grad",), lambda: jax.jit(jax.value_and_grad(model.log_density)))
+    return jax.jit(jax.value_and_grad(model.log_density))
 
 
 def _bfgs(model):
