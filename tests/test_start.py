@@ -15,7 +15,7 @@ import pytest
 from numpyro.infer import MCMC, NUTS
 
 import vibench as vb
-from vibench.fit import Plateau
+from vibench.stopping import Plateau
 from vibench.start import _laplace
 
 

@@ -1,15 +1,17 @@
 """vibench: an interactive variational-inference workbench on a pure JAX core."""
 
-from . import diagnostics, engine, export, guides, models, objectives, reference
+from . import diagnostics, engine, export, guides, methods, models, objectives, reference
 from .cache import enable_compilation_cache
 from .config import Config
 from .engine import Hyper, State, Trace, hyper_from_config, init_params, make_engine
 from .export import to_arviz
-from .fit import CallbackError, Fit, fit, start_fit
+from .fit import fit, start_fit
 from .guides import Guide, register_guide
 from .many import fit_many
 from .model import Density, Model, shard_data
 from .objectives import Objective, register_objective
+from .plan import Plan
+from .result import CallbackError, Fit
 
 __version__ = "0.1.0"
 
@@ -23,6 +25,7 @@ def __getattr__(name):
         return Workbench
     raise AttributeError(f"module 'vibench' has no attribute {name!r}")
 
+
 __all__ = [
     "CallbackError",
     "Config",
@@ -32,6 +35,7 @@ __all__ = [
     "Hyper",
     "Model",
     "Objective",
+    "Plan",
     "State",
     "Trace",
     "Workbench",
@@ -45,6 +49,7 @@ __all__ = [
     "hyper_from_config",
     "init_params",
     "make_engine",
+    "methods",
     "models",
     "objectives",
     "register_guide",

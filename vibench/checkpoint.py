@@ -27,7 +27,8 @@ import optax
 
 from .config import CUSTOM, Config
 from .engine import Hyper, Precond, State, Trace, hyper_from_config, init_params, make_engine
-from .fit import Fit, Memory
+from .result import Fit
+from .stopping import Memory
 from .model import Model, check_model
 from .start import Start
 

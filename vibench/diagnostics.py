@@ -19,8 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .engine import cached
-from .guides import transform_log_prob
+from ._checks import as_key, check_count
+from .evaluation import Draws, importance_draws
 from .gradients import GradientVariance, gradient_variance
 from .reference import compare, plot_compare
 
@@ -45,23 +45,6 @@ __all__ = [
 ]
 
 
-class Draws(NamedTuple):
-    """Guide draws with the densities importance sampling needs, each with leading axis ``n``.
-
-    ``z`` ``(n, dim)`` draws in the model's flat space; ``values`` constrained ``{site: (n, *shape)}``;
-    ``lp`` the log joint log p(y, theta) in the model's own parameterisation; ``log_weight`` the
-    log importance ratio in the flat space, log p(y, z) - log q(z) (lp plus the log-Jacobian minus
-    ``log_q``); ``log_q`` the guide's log density there, as ``fit.log_q`` (NaN for point guides,
-    which have none).
-    """
-
-    z: Any
-    values: dict
-    lp: Any
-    log_q: Any
-    log_weight: Any
-
-
 class KHat(NamedTuple):
     """A Pareto k-hat with its reading: ``"good"``, ``"usable"`` or ``"unreliable"``."""
 
@@ -84,34 +67,6 @@ class Convergence(NamedTuple):
     z_change: float  # change in standard errors of the Monte Carlo noise
     window: int
     converged: bool  # relative_change <= rtol, or |z_change| <= 2 (no trend above the noise)
-
-
-def importance_draws(fit, key: jax.Array, n: int) -> Draws:
-    """``n`` guide draws with their constrained values, ``lp``, ``log_q`` and ``log_weight``.
-
-    The draws are those of ``fit.sample_unconstrained(key, n)``: the guide's whitened draws ``u``
-    mapped to the model's flat space by ``fit.precond``; ``log_q`` includes that map's Jacobian.
-    """
-    _check_count("num_draws", n)
-    model, guide = fit.model, fit.guide
-
-    def build():
-        def per_draw(z):
-            return model.constrain(z), model.log_joint(z), model.log_density(z)
-
-        def run(params, precond, key):
-            u, log_q_u = transform_log_prob(guide, params, jax.random.normal(key, (n, guide.noise_dim(params))))
-            z = precond.to_z(u)
-            # Batches bound the memory of a model with much data.
-            values, lp, log_density = jax.lax.map(per_draw, z, batch_size=min(n, 256))
-            # The density of z = shift + scale @ u is q(u) / |det scale|; computed from u, no solve.
-            log_q = log_q_u - precond.log_det
-            return Draws(z, values, lp, log_q, log_density - log_q)
-
-        return jax.jit(run)
-
-    run = cached(model, ("importance_draws", guide.name, int(n)), build)
-    return jax.device_get(run(fit.params, fit.precond, key))
 
 
 def psis(log_weights) -> tuple[np.ndarray, float]:
@@ -168,7 +123,7 @@ def khat(fit, num_draws: int = 4000, key: Optional[jax.Array] = None) -> KHat:
     A point (Delta) guide has no density, so its ratios and k-hat are undefined: ValueError.
     """
     _check_density(fit)
-    draws = importance_draws(fit, _default_key(key), num_draws)
+    draws = importance_draws(fit, as_key(key), num_draws)
     return khat_reading(psis(draws.log_weight)[1], num_draws)
 
 
@@ -180,7 +135,7 @@ def elbo_convergence(trace, window: Optional[int] = None, rtol: float = 1e-3) ->
     elbo = np.asarray(trace.elbo, np.float64)[~np.asarray(trace.rejected, bool)]
     if window is None:
         window = int(np.clip(elbo.size // 10, 10, 1000))
-    _check_count("window", window)
+    check_count("window", window)
     if elbo.size < 2 * window:
         raise ValueError(f"elbo_convergence needs at least 2 * window = {2 * window} accepted steps, the trace has {elbo.size}")
     last, before = elbo[-window:], elbo[-2 * window : -window]
@@ -267,7 +222,7 @@ def diagnose(fit, num_draws: int = 4000, key: Optional[jax.Array] = None, window
     starting stage, rejected steps and wall time of ``fit``."""
     k = shift = None
     if not fit.guide.point:
-        draws = importance_draws(fit, _default_key(key), num_draws)
+        draws = importance_draws(fit, as_key(key), num_draws)
         try:
             smoothed, k_value = psis(draws.log_weight)
             k, shift = khat_reading(k_value, num_draws), psis_shift(draws.z, smoothed)
@@ -306,16 +261,3 @@ def _check_density(fit) -> None:
             f"guide {fit.guide.name!r} is a point (a MAP fit): it has no density, so the importance "
             "ratios p/q and their k-hat are undefined; fit a meanfield, lowrank or fullrank guide"
         )
-
-
-def _check_count(name: str, n) -> None:
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {n!r}")
-
-
-def _default_key(key):
-    if key is None:
-        return jax.random.key(0)
-    if not isinstance(key, jax.Array):
-        raise TypeError(f"key must be a JAX random key such as jax.random.key(0), got {key!r}")
-    return key

@@ -29,7 +29,9 @@ import jax
 import numpy as np
 
 from .config import Config
-from .diagnostics import Draws, _check_count, _default_key, importance_draws, khat_reading, psis
+from ._checks import as_key, check_count
+from .diagnostics import khat_reading, psis
+from .evaluation import Draws, importance_draws
 from .model_info import ModelInfo, log_likelihood_fn, model_info, predictive_fn
 
 __all__ = ["to_arviz", "read_configs", "InferenceDataConverter", "TRACE_GROUP"]
@@ -76,7 +78,7 @@ class InferenceDataConverter:
     def __init__(self, fits, *, num_draws=1000, key=None, posterior_predictive=True, log_likelihood=True,
                  dims=None, coords=None, psis_reweight=False):
         self.fits = _check_fits(fits)
-        _check_count("num_draws", num_draws)
+        check_count("num_draws", num_draws)
         if not callable(log_likelihood) and not isinstance(log_likelihood, (bool, np.bool_)):
             raise TypeError(f"log_likelihood must be a bool or a function values -> {{name: array}}, got {log_likelihood!r}")
         if not isinstance(posterior_predictive, (bool, np.bool_)):
@@ -98,7 +100,7 @@ class InferenceDataConverter:
                 "or observed_data; pass log_likelihood=fn, fn(values) -> {name: pointwise log-likelihood}, to add "
                 "one, or log_likelihood=False to export without this warning"
             )
-        key = _default_key(key)
+        key = as_key(key)
         self.chains = [self._chain(fit, k, num_draws) for fit, k in zip(self.fits, jax.random.split(key, len(self.fits)))]
 
     def _chain(self, fit, key, num_draws) -> _Chain:
@@ -230,7 +232,7 @@ def _systematic_resample(log_weights, key) -> np.ndarray:
 
 
 def _check_fits(fits) -> list:
-    from .fit import Fit
+    from .result import Fit
 
     fits = [fits] if isinstance(fits, Fit) else list(fits) if isinstance(fits, (list, tuple)) else fits
     if not isinstance(fits, list) or not fits:

@@ -20,15 +20,16 @@ import warnings
 from typing import Optional, Sequence, Union
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
-from tqdm.auto import tqdm
 
 from .config import Config
-from .engine import Trace, hyper_from_config, make_engine
-from .fit import Fit, _Runner, _resolve_config, plateau_signal, start_state
+from .engine import hyper_from_config, make_engine
+from .fit import resolve_config, start_state
+from .loop import Run, drive, plateau_signal
 from .model import Model, check_model
+from .plan import resolve
+from .result import Fit
 
 __all__ = ["fit_many", "check_one_program", "RUN_FIELDS"]
 
@@ -57,64 +58,32 @@ def fit_many(
     would differ from a lone fit's.
     """
     check_model(model, "fit_many")
-    configs = [_resolve_config(config, optimizer, {}) for config in _run_configs(configs, seeds)]
+    configs = [resolve_config(config, optimizer) for config in _run_configs(configs, seeds)]
     check_one_program(configs)
     if model.batch_size:
         raise ValueError(
             f"fit_many does not run subsampled models (model {model.name!r} has batch_size={model.batch_size}): "
             "the RBG generator's minibatch draws change under vmap; fit each run with vb.fit"
         )
-    engine = make_engine(model, configs[0], optimizer)
+    plans = [resolve(config, optimizer) for config in configs]
+    engine = make_engine(model, plans[0])
     began = time.perf_counter()
-    runners, starts = [], []
-    for i, config in enumerate(configs):
-        hyper = hyper_from_config(config, model)
+    runs, starts = [], []
+    for i, plan in enumerate(plans):
+        hyper = hyper_from_config(plan, model)
         # The lone program's first chunk would never run here: do not compile it.
-        state, start = start_state(model, config, engine, hyper, init_values, compile_first_chunk=False)
+        state, start = start_state(model, plan, engine, hyper, init_values, compile_first_chunk=False)
         if start.message:
-            warnings.warn(f"vibench start (run {i}, seed {config.seed}): {start.message}", stacklevel=2)
-        runners.append(_Runner(state, config, None, None, (), False, model.name, plateau_signal(model, config),
-                               float(hyper.learning_rate)))
+            warnings.warn(f"vibench start (run {i}, seed {plan.config.seed}): {start.message}", stacklevel=2)
+        runs.append(Run(state, plan, signal=plateau_signal(model, plan), base_learning_rate=float(hyper.learning_rate)))
         starts.append(start)
-    _run(engine, runners, progress_bar, f"vibench {model.name} x{len(runners)}")
+    drive(engine, runs, stacked=True, progress_bar=progress_bar, desc=f"vibench {model.name} x{len(runs)}")
     wall_time = time.perf_counter() - began
     return [
-        Fit(model=model, config=config, state=_on_device(runner.state), trace=runner.trace(), wall_time=wall_time,
-            stop_reason=runner.stop_reason, optimizer=optimizer, start=start, memory=runner.memory)
-        for config, runner, start in zip(configs, runners, starts)
+        Fit(model=model, config=plan.config, state=_on_device(run.state), trace=run.trace(), wall_time=wall_time,
+            stop_reason=run.stop_reason, optimizer=optimizer, start=start, memory=run.memory, plan=plan)
+        for plan, run, start in zip(plans, runs, starts)
     ]
-
-
-def _run(engine, runners: list, progress_bar: bool, desc: str) -> None:
-    """The chunk loop of all runs: one ``run_many`` per chunk, then each active run's host rules."""
-    states = jax.tree.map(lambda *leaves: jnp.stack(leaves), *(runner.state for runner in runners))
-    keys = [runner.state.key for runner in runners]  # constant over a run: kept, not fetched each chunk
-    active = [True] * len(runners)
-    remaining, chunk_size = runners[0].config.num_steps, runners[0].config.chunk_size
-    bar = tqdm(total=remaining, desc=desc, disable=not progress_bar, leave=True)
-    try:
-        while remaining > 0 and any(active):
-            n = min(chunk_size, remaining)
-            states, chunk = engine.run_many(states, n)
-            # One transfer per chunk for all runs; typed keys stay on the device.
-            host_states, chunk = jax.device_get((states._replace(key=None), chunk))
-            for i, runner in enumerate(runners):
-                if active[i]:
-                    state = jax.tree.map(lambda leaf: leaf[i], host_states)._replace(key=keys[i])
-                    active[i] = not runner.record(state, Trace(*(values[i] for values in chunk)))
-            # The plateau rule decays each run's learning rate on the host: hand it back.
-            learning_rates = np.array([runner.state.hyper.learning_rate for runner in runners], np.float32)
-            states = states._replace(hyper=states.hyper._replace(learning_rate=learning_rates))
-            remaining -= n
-            bar.update(n)
-    except KeyboardInterrupt:
-        for i, runner in enumerate(runners):
-            if active[i]:
-                runner.stop_reason = "interrupted"
-    finally:
-        bar.close()
-        for runner in runners:
-            runner.close()
 
 
 def _on_device(state):

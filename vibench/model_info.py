@@ -11,7 +11,7 @@ from typing import NamedTuple, Optional
 import jax
 import numpy as np
 
-from .engine import cached
+from ._memo import per_model
 
 __all__ = ["ModelInfo", "model_info", "log_likelihood_fn", "predictive_fn"]
 
@@ -24,68 +24,59 @@ class ModelInfo(NamedTuple):
     constant_dims: dict
 
 
+@per_model
 def model_info(model) -> ModelInfo:
     """Dims, observed values and constant data of a NumPyro model, from one trace at its initial point."""
+    from numpyro import handlers
 
-    def build():
-        from numpyro import handlers
-
-        fn, args, kwargs = model.numpyro_model, model.model_args, model.model_kwargs
-        init = jax.device_get(model.constrain(model.init_z))
-        trace = handlers.trace(handlers.substitute(handlers.seed(fn, 0), data=init)).get_trace(*args, **kwargs)
-        dims, observed, factors = {}, {}, []
-        for name, site in trace.items():
-            if site["type"] not in ("sample", "deterministic"):
-                continue
-            site_dims = _site_dims(name, site)
-            if site_dims is not None:
-                dims[name] = site_dims
-            if site["type"] == "sample" and site["is_observed"]:
-                if _is_factor(site["fn"]):
-                    factors.append(name)
-                else:
-                    observed[name] = np.asarray(site["value"])
-        constant = _constant_data(fn, args, kwargs, observed, set(trace))
-        constant_dims = {}
-        for name, value in constant.items():
-            for obs, obs_value in observed.items():
-                if obs in dims and obs_value.ndim >= 1 and value.shape[: obs_value.ndim] == obs_value.shape:
-                    constant_dims[name] = dims[obs] + [f"{name}_dim_{i}" for i in range(obs_value.ndim, value.ndim)]
-                    break
-        return ModelInfo(dims, observed, tuple(factors), constant, constant_dims)
-
-    return cached(model, ("export_info",), build)
+    fn, args, kwargs = model.numpyro_model, model.model_args, model.model_kwargs
+    init = jax.device_get(model.constrain(model.init_z))
+    trace = handlers.trace(handlers.substitute(handlers.seed(fn, 0), data=init)).get_trace(*args, **kwargs)
+    dims, observed, factors = {}, {}, []
+    for name, site in trace.items():
+        if site["type"] not in ("sample", "deterministic"):
+            continue
+        site_dims = _site_dims(name, site)
+        if site_dims is not None:
+            dims[name] = site_dims
+        if site["type"] == "sample" and site["is_observed"]:
+            if _is_factor(site["fn"]):
+                factors.append(name)
+            else:
+                observed[name] = np.asarray(site["value"])
+    constant = _constant_data(fn, args, kwargs, observed, set(trace))
+    constant_dims = {}
+    for name, value in constant.items():
+        for obs, obs_value in observed.items():
+            if obs in dims and obs_value.ndim >= 1 and value.shape[: obs_value.ndim] == obs_value.shape:
+                constant_dims[name] = dims[obs] + [f"{name}_dim_{i}" for i in range(obs_value.ndim, value.ndim)]
+                break
+    return ModelInfo(dims, observed, tuple(factors), constant, constant_dims)
 
 
+@per_model
 def log_likelihood_fn(model, n):
     """Jitted ``latents {site: (n, ...)} -> {observed site: (n, *batch_shape)}``, cached per model."""
+    from numpyro.infer import log_likelihood
 
-    def build():
-        from numpyro.infer import log_likelihood
-
-        fn, args, kwargs = model.numpyro_model, model.model_args, model.model_kwargs
-        return jax.jit(lambda latents: log_likelihood(fn, latents, *args, **kwargs))
-
-    return cached(model, ("log_likelihood", int(n)), build)
+    fn, args, kwargs = model.numpyro_model, model.model_args, model.model_kwargs
+    return jax.jit(lambda latents: log_likelihood(fn, latents, *args, **kwargs))
 
 
+@per_model
 def predictive_fn(model, n, sites):
     """Jitted ``(key, latents) -> {site: (n, *shape)}`` posterior-predictive draws of ``sites``."""
+    from numpyro.handlers import uncondition
+    from numpyro.infer import Predictive
 
-    def build():
-        from numpyro.handlers import uncondition
-        from numpyro.infer import Predictive
+    fn, args, kwargs = model.numpyro_model, model.model_args, model.model_kwargs
 
-        fn, args, kwargs = model.numpyro_model, model.model_args, model.model_kwargs
+    def predict(key, latents):
+        # uncondition: the observed sites are drawn afresh instead of returning the data.
+        predictive = Predictive(uncondition(fn), posterior_samples=latents, return_sites=list(sites), batch_ndims=1)
+        return predictive(key, *args, **kwargs)
 
-        def predict(key, latents):
-            # uncondition: the observed sites are drawn afresh instead of returning the data.
-            predictive = Predictive(uncondition(fn), posterior_samples=latents, return_sites=list(sites), batch_ndims=1)
-            return predictive(key, *args, **kwargs)
-
-        return jax.jit(predict)
-
-    return cached(model, ("predictive", int(n), sites), build)
+    return jax.jit(predict)
 
 
 def _site_dims(name, site) -> Optional[list]:

@@ -13,6 +13,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from ._checks import as_key
+
 __all__ = ["compare", "plot_compare", "scalar_draws", "scalar_labels"]
 
 
@@ -72,9 +74,7 @@ def plot_compare(approx, reference, var_names: Optional[Sequence[str]] = None, n
 def scalar_draws(source, num_draws: int = 4000, key=None) -> dict:
     """``{label: (S,) float64 draws}``, one entry per scalar parameter (``"theta[3]"``), from a
     :class:`vibench.Fit` (``num_draws`` guide draws), InferenceData, Dataset or dict of draws."""
-    from .diagnostics import _default_key
-
-    draws, coords = _draws(source, num_draws, _default_key(key), None)
+    draws, coords = _draws(source, num_draws, as_key(key), None)
     out = {}
     for name, values in draws.items():
         flat = values.reshape(len(values), -1)
@@ -86,10 +86,8 @@ def _paired(approx, reference, var_names, num_draws, key) -> dict:
     """``{name: (approx (S, p), reference (R, p), labels (p,))}`` with every site flattened."""
     import jax
 
-    from .diagnostics import _default_key
-
     # Two fits of one model must not share their noise.
-    a_key, r_key = jax.random.split(_default_key(key))
+    a_key, r_key = jax.random.split(as_key(key))
     a_draws, a_coords = _draws(approx, num_draws, a_key, None)
     r_draws, _ = _draws(reference, num_draws, r_key, {k: v.shape[1:] for k, v in a_draws.items()})
     common = [k for k in a_draws if k in r_draws]
@@ -116,7 +114,7 @@ def _draws(source, num_draws, key, shapes) -> tuple[dict, dict]:
     """``({name: (S, *shape)}, {name: [coordinate values per axis]})`` from any accepted source."""
     import xarray as xr
 
-    from .fit import Fit
+    from .result import Fit
 
     if isinstance(source, Fit):
         return {k: np.asarray(v, np.float64) for k, v in source.sample(key, num_draws).items()}, {}

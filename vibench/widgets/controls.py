@@ -1,8 +1,10 @@
 """The Workbench's controls: ipywidgets that read and write a :class:`vibench.Config`.
 
-Each control maps to one Config field. A change builds a new Config with ``Config.replace`` (which
-validates it) and hands it to ``on_change``; a value the Config refuses is put back and the error
-is reported, so the controls never hold a Config that could not run.
+Each control maps to one Config field. A change builds a new Config with ``vibench.plan.adjust``
+(which validates it, and puts back estimator settings the new family or objective cannot take)
+and hands it to ``on_change``; a value the Config refuses is put back and the error is reported,
+so the controls never hold a Config that could not run. Which controls apply is asked of the
+Config's :class:`~vibench.plan.Plan`.
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ from typing import Callable, Optional
 
 import ipywidgets as widgets
 
-from ..config import INITS, OPTIMIZERS, SCHEDULES, Config
+from ..config import Config
 from ..guides import GUIDES
+from ..methods import ESTIMATOR_FIELDS
 from ..objectives import OBJECTIVES
+from ..plan import INITS, OPTIMIZERS, SCHEDULES, adjust, resolve
 
 __all__ = ["Controls"]
 
@@ -81,21 +85,10 @@ class Controls:
             changes = {"clip_norm": float(value) if value and value > 0 else None}
         elif name == "guide":
             changes["rank"] = int(self.rank.value) if value == "lowrank" else None
-            guide = GUIDES[value]
-            if guide.fitted_on != "draws":  # a mode (MAP, Laplace) or a start-fitted family: ELBO only
-                changes.update(stl=None, objective="elbo")
-                if guide.fitted_on != "start":
-                    changes["num_particles"] = 1
-            elif not guide.supports_stl:  # a flow: no stick-the-landing, no forward KL without an inverse
-                changes["stl"] = None
-                if guide.log_prob is None and self.config.objective == "forward_kl":
-                    changes["objective"] = "elbo"
         elif name == "rank" and self.config.guide != "lowrank":
             return
         elif name == "objective":
             changes["stl"] = None  # each objective's own default
-            if self.config.num_particles < 2 and not _valid(self.config, **changes):
-                changes["num_particles"] = 8  # the multi-particle bounds (renyi, chivi, forward_kl)
         elif name == "learning_rate":
             changes = {name: float(value)}
         self._apply(changes)
@@ -114,7 +107,7 @@ class Controls:
 
     def _apply(self, changes: dict) -> None:
         try:
-            config = self.config.replace(**changes)
+            config = adjust(self.config, **changes)
             if self.on_change is not None:
                 self.on_change(config, self.batch_size)
         except (TypeError, ValueError) as err:
@@ -150,19 +143,9 @@ class Controls:
                 else:
                     control.value = getattr(c, name)
             self.batch.value = self.batch_size or 0
-            guide = GUIDES[c.guide]
+            plan = resolve(c)
             self.rank.disabled = c.guide != "lowrank"
-            self.alpha.disabled = c.objective != "renyi"
-            self.objective.disabled = guide.fitted_on != "draws"
-            self.stl.disabled = guide.fitted_on != "draws" or not guide.supports_stl
-            self.num_particles.disabled = guide.fitted_on in ("log_joint", "log_density")
+            for name in ESTIMATOR_FIELDS:
+                self._fields[name].disabled = not plan.takes(name)
         finally:
             self._updating = False
-
-
-def _valid(config: Config, **changes) -> bool:
-    try:
-        config.replace(**changes)
-    except (TypeError, ValueError):
-        return False
-    return True

@@ -22,23 +22,22 @@ import threading
 import time
 from typing import Callable, NamedTuple, Optional, Sequence
 
-import jax
 import numpy as np
 
-from ..config import Config
-from ..fit import Fit, chunk_stats, fit, start_fit
-from ..many import check_one_program, fit_many
+from ..config import Config, as_config
+from ..fit import fit, start_fit
+from ..many import check_one_program
 from ..model import Model
+from ..result import Fit
 from ..start import Start
+from ..stopping import chunk_stats
+from .launch import Launch, train_launch
+from .records import RunRecord, config_label, score
 
-__all__ = ["Runner", "Status", "RunRecord", "Launch", "RESTART_FIELDS", "RESTART_VARIES", "config_label",
-           "restart_configs"]
+__all__ = ["Runner", "Status", "RESTART_FIELDS"]
 
 #: Config fields that define the guide or where it starts: changing one starts a fresh fit.
 RESTART_FIELDS = ("guide", "rank", "guide_options", "init", "init_scale", "seed")
-
-#: What a launch of restarts may vary: a name for people -> the Config field (both in RUN_FIELDS).
-RESTART_VARIES = {"seed": "seed", "learning rate": "learning_rate"}
 
 IDLE, STARTING, RUNNING, PAUSED, STOPPED, FINISHED, ERROR, LAUNCHING = (
     "idle", "starting", "running", "paused", "stopped", "finished", "error", "launching")
@@ -77,82 +76,6 @@ class Status(NamedTuple):
         return max(self.target - self.step, 0) / self.steps_per_second
 
 
-class RunRecord(NamedTuple):
-    """A finished run, kept for comparison: its Fit, a label naming its config, a precise ELBO
-    (``Fit.elbo`` with many particles, comparable across runs), wall time (the start and compiles
-    included), steady training steps/s (between chunks, compiles excluded; NaN for runs of one
-    chunk) and the PSIS k-hat (None for point guides).
-
-    A run of a launch (:meth:`Runner.run_many`) is labelled by what varied first (``"seed 4 | ..."``);
-    its wall time is the whole launch's, and its steps/s its steps over that time (the starts and
-    the compile included: ``fit_many`` reports no chunk times)."""
-
-    label: str
-    fit: Fit
-    elbo: float
-    wall_time: float
-    steps_per_second: float
-    khat: Optional[float]
-
-
-class Launch(NamedTuple):
-    """One launch of restarts (:meth:`Runner.run_many`), for a throughput report.
-
-    ``config``: the Runner's Config when launched (the restarts' base); ``labels``: what each run
-    varied (``"seed 4"``), in launch order; ``runs``: their indices in :attr:`Runner.runs`;
-    ``wall_time``: seconds ``fit_many`` took for all of them (starts and compile included);
-    ``num_steps``: steps each run trained, ``(N,)``.
-    """
-
-    config: Config
-    labels: tuple
-    runs: tuple
-    wall_time: float
-    num_steps: tuple
-
-    @property
-    def steps_per_second(self) -> float:
-        """Steps per second of one run (its mean steps over the launch's wall time)."""
-        return float(np.mean(self.num_steps)) / max(self.wall_time, 1e-9)
-
-
-def restart_configs(config: Config, vary: str, num_runs: int) -> tuple:
-    """``num_runs`` Configs that differ from ``config`` in one field, and a label for each.
-
-    ``vary="seed"``: seeds ``config.seed``, ``config.seed + 1``, ... (labels ``"seed 3"``);
-    ``vary="learning_rate"``: learning rates log-spaced from ``config.learning_rate / 10`` to
-    ``config.learning_rate * 10``, both included (labels ``"lr 3.2e-03"``). Returns
-    ``(configs, labels)``, two lists of length ``num_runs``.
-    """
-    if vary not in RESTART_VARIES.values():
-        raise ValueError(f"vary must be one of {list(RESTART_VARIES.values())}, got {vary!r}")
-    if isinstance(num_runs, bool) or not isinstance(num_runs, (int, np.integer)) or num_runs < 1:
-        raise ValueError(f"num_runs must be an integer >= 1, got {num_runs!r}")
-    if vary == "seed":
-        configs = [config.replace(seed=config.seed + i) for i in range(num_runs)]
-        return configs, [f"seed {c.seed}" for c in configs]
-    rates = [float(lr) for lr in np.geomspace(config.learning_rate / 10, config.learning_rate * 10, num_runs)]
-    # Two significant digits name up to ~16 rates over two decades apart; more need three.
-    labels = [f"lr {lr:.1e}" for lr in rates]
-    if len(set(labels)) < num_runs:
-        labels = [f"lr {lr:.2e}" for lr in rates]
-    return [config.replace(learning_rate=lr) for lr in rates], labels
-
-
-def config_label(config: Config, batch_size: Optional[int] = None) -> str:
-    """A short human label of what distinguishes runs: ``"fullrank elbo+stl K=8 adam lr=0.01"``."""
-    guide = config.guide + (f"(rank={config.rank})" if config.rank else "")
-    objective = config.objective + ("+stl" if config.use_stl else "")
-    if config.objective == "renyi":
-        objective += f"(alpha={config.alpha:g})"
-    label = f"{guide} {objective} K={config.num_particles} {config.optimizer} lr={config.learning_rate:g}"
-    if config.schedule != "plateau":
-        label += f" {config.schedule}"
-    if batch_size:
-        label += f" B={batch_size}"
-    return label
-
-
 class Runner:
     """Train ``model`` under ``config`` in the background; see the module docstring.
 
@@ -164,10 +87,7 @@ class Runner:
 
     def __init__(self, model: Model, config: Optional[Config] = None, init_values: Optional[dict] = None,
                  elbo_particles: int = 1000, khat_draws: int = 2000):
-        if config is None:
-            config = Config()
-        elif not isinstance(config, Config):
-            raise TypeError(f"config must be a vibench.Config, got {type(config).__name__}")
+        config = as_config(config)
         self.listeners: list[Callable[[], None]] = []
         self.runs: list[RunRecord] = []
         self.launches: list[Launch] = []
@@ -314,8 +234,7 @@ class Runner:
         a run is going (the old run is kept for comparison), else at the next :meth:`run`.
         Returns a sentence saying which happened.
         """
-        if not isinstance(config, Config):
-            raise TypeError(f"config must be a vibench.Config, got {type(config).__name__}")
+        config = as_config(config, required=True)
         same = batch_size == -1 or batch_size == self._model.batch_size
         model = self._model if same else self._base_model.with_batch_size(batch_size)
         with self._lock:
@@ -390,23 +309,13 @@ class Runner:
 
     def _train_many(self, model: Model, configs: list, labels: list, base: Config, before: str) -> None:
         message = ""
+
+        def keep(fit, label, rate):
+            return len(self.runs) - 1 if self._archive(fit, "finished", f"{label} | ", rate) else None
+
         try:
-            fits = fit_many(model, configs, init_values=self.init_values, progress_bar=False)
-            wall_time = float(fits[0].wall_time)  # every Fit of a launch carries the launch's time
-            indices, failed = [], []
-            for fit, label in zip(fits, labels):
-                rate = fit.num_steps / max(wall_time, 1e-9)
-                try:
-                    if self._archive(fit, "finished", f"{label} | ", rate):
-                        indices.append(len(self.runs) - 1)
-                except Exception as err:  # noqa: BLE001 - the other runs are still kept
-                    failed.append(f"{label}: {type(err).__name__}: {err}")
-            launch = Launch(base, tuple(labels), tuple(indices), wall_time, tuple(fit.num_steps for fit in fits))
+            launch, message = train_launch(model, configs, labels, base, self.init_values, keep)
             self.launches.append(launch)
-            message = (f"launched {len(fits)} restarts in {wall_time:.2f} s, "
-                       f"{launch.steps_per_second:,.0f} steps/s per run")
-            if failed:
-                message += f" (comparison numbers failed for {'; '.join(failed)})"
         except BaseException as err:  # noqa: BLE001 - shown in the status; nothing is archived
             self.error = err
             message = f"launch failed: {type(err).__name__}: {err}"
@@ -496,14 +405,9 @@ class Runner:
             return False
         if reason != "finished":
             fit = dataclasses.replace(fit, stop_reason=reason)
-        key = jax.random.key(fit.config.seed + 1)
-        elbo = fit.elbo(key, num_particles=self.elbo_particles)
-        khat = None
-        if not fit.guide.point and self.khat_draws:
-            khat = fit.khat(num_draws=self.khat_draws, key=key).khat
         label = prefix + config_label(fit.config, fit.model.batch_size)
         rate = self._rate if steps_per_second is None else steps_per_second
-        self.runs.append(RunRecord(label, fit, float(elbo), float(fit.wall_time), float(rate), khat))
+        self.runs.append(score(fit, label, rate, self.elbo_particles, self.khat_draws))
         return True
 
     def _finish(self, phase: str, message: str) -> None:

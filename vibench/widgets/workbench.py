@@ -22,11 +22,12 @@ from typing import Optional
 import ipywidgets as widgets
 import jax
 
-from ..config import Config
-from ..model import Model
+from ..config import Config, as_config
+from ..model import Model, check_model
 from ..reference import compare, plot_compare, scalar_draws, scalar_labels
 from .controls import Controls
-from .runner import RESTART_VARIES, Runner, restart_configs
+from .launch import RESTART_VARIES, restart_configs
+from .runner import Runner
 from .views import CompareView, MarginalsView, PairView, TraceView, render_png
 
 __all__ = ["Workbench"]
@@ -50,15 +51,8 @@ class Workbench:
 
     def __init__(self, model: Model, config: Optional[Config] = None, reference=None, init_values: Optional[dict] = None,
                  refresh_hz: float = 5.0):
-        if not isinstance(model, Model):
-            hint = ""
-            if callable(model):
-                hint = "; wrap a NumPyro model function with vb.Model.from_numpyro(fn, *args, **kwargs)"
-            raise TypeError(f"Workbench expects a vibench.Model, got {type(model).__name__}{hint}")
-        if config is None:
-            config = Config()
-        elif not isinstance(config, Config):
-            raise TypeError(f"config must be a vibench.Config, got {type(config).__name__}")
+        check_model(model, "Workbench")
+        config = as_config(config)
         if isinstance(refresh_hz, bool) or not isinstance(refresh_hz, (int, float)) or not 0 < refresh_hz <= 60:
             raise ValueError(f"refresh_hz must be a number in (0, 60], got {refresh_hz!r}")
         self.runner = Runner(model, config, init_values=init_values)
@@ -267,9 +261,7 @@ class Workbench:
 
     def set_config(self, config: Optional[Config] = None, **changes) -> None:
         """Change the run's settings from Python, as the controls do (keyword changes of the Config)."""
-        config = (config or self.runner.config).replace(**changes) if changes else config
-        if not isinstance(config, Config):
-            raise TypeError(f"config must be a vibench.Config, got {type(config).__name__}")
+        config = (config or self.runner.config).replace(**changes) if changes else as_config(config, required=True)
         self._config_changed(config, self.controls.batch_size)
         self.controls.set_config(config)
 
