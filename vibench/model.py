@@ -85,13 +85,7 @@ class Model:
                 f"{self.name} declares no data to subsample: use numpyro.plate(..., subsample_size=B) in a "
                 "NumPyro model, or Model.from_log_density(..., data=..., log_likelihood=...)"
             )
-        if batch_size is not None:
-            if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or not 1 <= batch_size <= self.num_data:
-                raise ValueError(f"batch_size must be an integer in [1, {self.num_data}] (the number of data points), got {batch_size!r}")
-            batch_size = int(batch_size)
-            if batch_size == self.num_data:
-                batch_size = None
-        return self.rebuild(batch_size)
+        return self.rebuild(_check_batch_size(batch_size, self.num_data))
 
     def initial_point(self, init_values: Optional[Mapping[str, Any]] = None) -> jax.Array:
         """The flat starting point ``(dim,)``: ``init_z``, or ``init_values`` (constrained values by
@@ -209,10 +203,7 @@ class Model:
         if data is not None:
             data = jax.tree.map(_as_device_array, data)
             num_data = _num_data(data, label)
-            if batch_size is not None:
-                if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or not 1 <= batch_size <= num_data:
-                    raise ValueError(f"batch_size must be an integer in [1, {num_data}] (the number of data points), got {batch_size!r}")
-                batch_size = None if batch_size == num_data else int(batch_size)
+            batch_size = _check_batch_size(batch_size, num_data)
 
             def bind(arrays, key):
                 if key is None:
@@ -299,6 +290,17 @@ def _num_data(data, label) -> int:
     if len(sizes) != 1 or None in sizes:
         raise ValueError(f"the data of {label} must be arrays sharing a leading axis of data points; got leading sizes {sorted(map(str, sizes))}")
     return sizes.pop()
+
+
+def _check_batch_size(batch_size, num_data: int) -> Optional[int]:
+    """``batch_size`` as an int, or None where it is None or all ``num_data`` data points; a ValueError
+    unless it is an integer in ``[1, num_data]``."""
+    if batch_size is None:
+        return None
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or not 1 <= batch_size <= num_data:
+        raise ValueError(f"batch_size must be an integer in [1, {num_data}] (the number of data points), got {batch_size!r}")
+    batch_size = int(batch_size)
+    return None if batch_size == num_data else batch_size
 
 
 class _Plates(Messenger):
