@@ -1,0 +1,10 @@
+"""``Model``: a posterior as a log density over one flat unconstrained vector ``z`` of shape ``(d,)``.
+
+Two front doors: :meth:`Model.from_numpyro` (NumPyro does the tracing, constraints and transforms)
+and :meth:`Model.from_log_density` (a plain JAX function of named constrained values, with declared
+supports turned into transforms by ``numpyro.distributions.transforms.biject_to``).
+"""
+
+from ._model import Density, Model, check_model, shard_data
+
+__all__ = ["Model", "Density", "check_model", "shard_data"]
