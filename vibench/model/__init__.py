@@ -5,6 +5,7 @@ and :meth:`Model.from_log_density` (a plain JAX function of named constrained va
 supports turned into transforms by ``numpyro.distributions.transforms.biject_to``).
 """
 
-from ._model import Density, Model, check_model, shard_data
+from ._model import Density, Model, check_model
+from .sharding import shard_data
 
 __all__ = ["Model", "Density", "check_model", "shard_data"]

@@ -8,13 +8,12 @@ supports turned into transforms by ``numpyro.distributions.transforms.biject_to`
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from numpyro import handlers
 from numpyro.primitives import Messenger
 from numpyro.distributions import constraints
@@ -22,7 +21,7 @@ from numpyro.distributions.transforms import biject_to
 from numpyro.infer import init_to_median
 from numpyro.infer.util import constrain_fn, initialize_model, log_density, potential_energy, unconstrain_fn
 
-__all__ = ["Model", "Density", "check_model", "shard_data"]
+__all__ = ["Model", "Density", "check_model"]
 
 
 class Density(NamedTuple):
@@ -257,27 +256,6 @@ class Model:
             num_data=num_data,
             rebuild=None if data is None else (lambda b: cls.from_log_density(log_density, supports, batch_size=b, **arguments)),
         )
-
-
-def shard_data(*arrays, devices: Optional[Sequence] = None):
-    """Place each array's leading (data) axis across ``devices`` (default: all of ``jax.devices()``).
-
-    Pass the results to the model as usual: vibench hands a model's data to the compiled step as
-    arguments, so JAX computes the likelihood where each shard lies and sums across devices. The
-    leading axis must divide evenly. Returns one array, or a tuple for several.
-    """
-    devices = list(jax.devices() if devices is None else devices)
-    mesh = Mesh(np.array(devices), ("data",))
-    placed = []
-    for array in arrays:
-        array = np.asarray(array)
-        if array.ndim == 0 or array.shape[0] % len(devices):
-            raise ValueError(
-                f"shard_data splits the leading axis over {len(devices)} devices; it must divide evenly, got an "
-                f"array of shape {array.shape} (trim or pad the data to a multiple of {len(devices)})"
-            )
-        placed.append(jax.device_put(array, NamedSharding(mesh, PartitionSpec("data"))))
-    return placed[0] if len(placed) == 1 else tuple(placed)
 
 
 def _as_device_array(leaf):
