@@ -5,7 +5,8 @@ and :meth:`Model.from_log_density` (a plain JAX function of named constrained va
 supports turned into transforms by ``numpyro.distributions.transforms.biject_to``).
 """
 
-from ._model import Density, Model, check_model
+from ._model import Model, check_model
+from ._parts import Density
 from .sharding import shard_data
 
 __all__ = ["Model", "Density", "check_model", "shard_data"]

@@ -8,7 +8,7 @@ supports turned into transforms by ``numpyro.distributions.transforms.biject_to`
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping, NamedTuple, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import jax
 import jax.numpy as jnp
@@ -21,14 +21,9 @@ from numpyro.distributions.transforms import biject_to
 from numpyro.infer import init_to_median
 from numpyro.infer.util import constrain_fn, initialize_model, log_density, potential_energy, unconstrain_fn
 
-__all__ = ["Model", "Density", "check_model"]
+from ._parts import Density, as_device_array, check_batch_size, count_data, name_of, ravel
 
-
-class Density(NamedTuple):
-    """``log_density(z)`` and ``log_joint(z)`` of a model over one data set (or one minibatch)."""
-
-    log_density: Callable[[jax.Array], jax.Array]
-    log_joint: Callable[[jax.Array], jax.Array]
+__all__ = ["Model", "check_model"]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -84,7 +79,7 @@ class Model:
                 f"{self.name} declares no data to subsample: use numpyro.plate(..., subsample_size=B) in a "
                 "NumPyro model, or Model.from_log_density(..., data=..., log_likelihood=...)"
             )
-        return self.rebuild(_check_batch_size(batch_size, self.num_data))
+        return self.rebuild(check_batch_size(batch_size, self.num_data))
 
     def initial_point(self, init_values: Optional[Mapping[str, Any]] = None) -> jax.Array:
         """The flat starting point ``(dim,)``: ``init_z``, or ``init_values`` (constrained values by
@@ -179,8 +174,8 @@ class Model:
                 z0[key] = jnp.asarray(t.inv(jnp.broadcast_to(jnp.asarray(init[key], jnp.float32), shape)))
             else:
                 z0[key] = jnp.zeros(t.inverse_shape(shape), jnp.float32)
-        init_z, unravel = _ravel(z0)
-        label = name or _name(log_density)
+        init_z, unravel = ravel(z0)
+        label = name or name_of(log_density)
 
         def constrain(z):
             u = unravel(z)
@@ -200,9 +195,9 @@ class Model:
 
         num_data, bind = None, None
         if data is not None:
-            data = jax.tree.map(_as_device_array, data)
-            num_data = _num_data(data, label)
-            batch_size = _check_batch_size(batch_size, num_data)
+            data = jax.tree.map(as_device_array, data)
+            num_data = count_data(data, label)
+            batch_size = check_batch_size(batch_size, num_data)
 
             def bind(arrays, key):
                 if key is None:
@@ -258,29 +253,6 @@ class Model:
         )
 
 
-def _as_device_array(leaf):
-    # Committed (e.g. sharded) arrays keep their placement; host arrays move once, not every step.
-    return leaf if isinstance(leaf, jax.Array) else jnp.asarray(leaf)
-
-
-def _num_data(data, label) -> int:
-    sizes = {np.shape(leaf)[0] if np.ndim(leaf) else None for leaf in jax.tree.leaves(data)}
-    if len(sizes) != 1 or None in sizes:
-        raise ValueError(f"the data of {label} must be arrays sharing a leading axis of data points; got leading sizes {sorted(map(str, sizes))}")
-    return sizes.pop()
-
-
-def _check_batch_size(batch_size, num_data: int) -> Optional[int]:
-    """``batch_size`` as an int, or None where it is None or all ``num_data`` data points; a ValueError
-    unless it is an integer in ``[1, num_data]``."""
-    if batch_size is None:
-        return None
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or not 1 <= batch_size <= num_data:
-        raise ValueError(f"batch_size must be an integer in [1, {num_data}] (the number of data points), got {batch_size!r}")
-    batch_size = int(batch_size)
-    return None if batch_size == num_data else batch_size
-
-
 class _Plates(Messenger):
     """Resolve subsampled plates: every index (``key`` None), or ``batch`` indices (the model's own
     ``subsample_size`` when None) drawn with replacement: unbiased, and O(batch) rather than the
@@ -302,34 +274,13 @@ class _Plates(Messenger):
             msg["value"], msg["args"] = jax.random.randint(key, (batch,), 0, size), (size, batch)
 
 
-def _ravel(tree) -> tuple:
-    """``(flat, unravel)`` like ``jax.flatten_util.ravel_pytree``, with ``unravel`` by static slices.
-
-    ``ravel_pytree``'s unravel splits the flat vector, and the gradient of a split is one
-    concatenation; on a GPU, XLA fused a 10,000-term reduction of a logistic regression's gradient
-    into that concatenation's kernel, and the model's value and gradient ran 9.4x slower than with
-    static slices.
-    """
-    flat, _ = ravel_pytree(tree)
-    leaves, treedef = jax.tree.flatten(tree)
-    shapes = [np.shape(leaf) for leaf in leaves]
-    dtypes = [jnp.result_type(leaf) for leaf in leaves]
-    bounds = np.cumsum([0] + [int(np.prod(shape)) for shape in shapes])
-
-    def unravel(z):
-        parts = (z[a:b].reshape(shape).astype(dtype) for a, b, shape, dtype in zip(bounds[:-1], bounds[1:], shapes, dtypes))
-        return jax.tree.unflatten(treedef, list(parts))
-
-    return flat, unravel
-
-
 _ALL_DATA = 0  # rebuild's batch for "every data point", where None means the plates' own subsample_size
 
 
 def _numpyro_model(model_fn, args, kwargs, plates: dict, batch: Optional[int]) -> Model:
     leaves, treedef = jax.tree.flatten((args, kwargs))
     dynamic = [i for i, leaf in enumerate(leaves) if isinstance(leaf, (np.ndarray, jax.Array)) and np.ndim(leaf) >= 1]
-    data = tuple(_as_device_array(leaves[i]) for i in dynamic)
+    data = tuple(as_device_array(leaves[i]) for i in dynamic)
 
     def arguments(arrays):
         new = list(leaves)
@@ -351,13 +302,13 @@ def _numpyro_model(model_fn, args, kwargs, plates: dict, batch: Optional[int]) -
         )
     except RuntimeError as err:
         raise ValueError(
-            f"the log density of {_name(model_fn)} is not finite at any initial point tried "
+            f"the log density of {name_of(model_fn)} is not finite at any initial point tried "
             f"{_nonfinite_sites(model_fn, args, kwargs)}; check the data for NaN or values "
             "outside the likelihood's support, and that the priors and data shapes agree"
         ) from err
     except (ValueError, TypeError, IndexError) as err:
         raise _call_error(model_fn, "evaluating its log density", err) from err
-    init_z, unravel = _ravel(info.param_info.z)
+    init_z, unravel = ravel(info.param_info.z)
 
     def bind(arrays, key):
         fn = resolved(key)
@@ -387,7 +338,7 @@ def _numpyro_model(model_fn, args, kwargs, plates: dict, batch: Optional[int]) -
         unconstrain=unconstrain,
         init_z=init_z,
         sites={name: tuple(np.shape(v)) for name, v in latent(init_z).items()},
-        name=_name(model_fn),
+        name=name_of(model_fn),
         numpyro_model=model_fn,
         model_args=args,
         model_kwargs=kwargs,
@@ -406,21 +357,17 @@ def check_model(obj, where: str) -> Model:
         return obj
     if callable(obj):
         hint = (
-            f"; wrap the function first: vb.Model.from_numpyro({_name(obj)}, *args, **kwargs) for a NumPyro "
-            f"model, or vb.Model.from_log_density({_name(obj)}, supports) for a log density of named values"
+            f"; wrap the function first: vb.Model.from_numpyro({name_of(obj)}, *args, **kwargs) for a NumPyro "
+            f"model, or vb.Model.from_log_density({name_of(obj)}, supports) for a log density of named values"
         )
     else:
         hint = "; build one with vb.Model.from_numpyro(model_fn, *args, **kwargs) or vb.Model.from_log_density(...)"
     raise TypeError(f"{where} expects a vibench.Model, got {type(obj).__name__}{hint}")
 
 
-def _name(fn) -> str:
-    return getattr(fn, "__name__", type(fn).__name__)
-
-
 def _call_error(model_fn, doing: str, err: Exception) -> ValueError:
     return ValueError(
-        f"{_name(model_fn)} raised {type(err).__name__} while vibench was {doing}: {str(err).rstrip('.')}. Check that the "
+        f"{name_of(model_fn)} raised {type(err).__name__} while vibench was {doing}: {str(err).rstrip('.')}. Check that the "
         "data passed to Model.from_numpyro have the shapes the model expects (each observed array's "
         "shape must agree with its plates and its distribution's batch shape)"
     )
@@ -467,7 +414,7 @@ def _check_numpyro_sites(model_fn, args, kwargs) -> dict:
             )
         latent.append(name)
     if not latent:
-        raise ValueError(f"{_name(model_fn)} has no latent sample sites: there is no posterior to fit")
+        raise ValueError(f"{name_of(model_fn)} has no latent sample sites: there is no posterior to fit")
     return plates
 
 
