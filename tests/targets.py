@@ -9,7 +9,7 @@ from jax.scipy.stats import norm
 from numpyro.distributions import constraints
 
 import vibench as vb
-from vibench.engine import Precond, identity_precond
+from vibench.state import Precond, identity_precond
 from vibench.guides import FullRankParams, MeanFieldParams, get_guide
 
 

@@ -10,7 +10,7 @@ from scipy import stats
 
 import vibench as vb
 from vibench.diagnostics import importance_draws
-from vibench.engine import Precond
+from vibench.state import Precond
 from vibench.guides import DeltaParams
 from vibench.start import Start
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import vibench as vb
-from vibench.engine import hyper_from_config, init_params, make_engine, trace_count
+from vibench.engine import init_params, make_engine, trace_count
+from vibench.state import hyper_from_config
 from vibench.models.targets import banana, banana_moments
 
 from targets import TWO_MEANS_Y, two_means_model, two_means_posterior

@@ -3,7 +3,8 @@
 from . import diagnostics, engine, export, guides, methods, models, objectives, reference
 from .cache import enable_compilation_cache
 from .config import Config
-from .engine import Hyper, State, Trace, hyper_from_config, init_params, make_engine
+from .engine import init_params, make_engine
+from .state import Hyper, State, Trace, hyper_from_config
 from .export import to_arviz
 from .fit import fit, start_fit
 from .guides import Guide, register_guide
@@ -11,9 +12,8 @@ from .many import fit_many
 from .model import Density, Model, shard_data
 from .objectives import Objective, register_objective
 from .plan import Plan
+from ._version import __version__
 from .result import CallbackError, Fit
-
-__version__ = "0.1.0"
 
 
 def __getattr__(name):
@@ -39,6 +39,7 @@ __all__ = [
     "State",
     "Trace",
     "Workbench",
+    "__version__",
     "diagnostics",
     "enable_compilation_cache",
     "engine",

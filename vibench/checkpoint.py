@@ -25,8 +25,10 @@ import jax
 import numpy as np
 import optax
 
+from ._version import __version__
 from .config import CUSTOM, Config
-from .engine import Hyper, Precond, State, Trace, hyper_from_config, init_params, make_engine
+from .engine import init_params, make_engine
+from .state import Hyper, Precond, State, Trace, hyper_from_config
 from .result import Fit
 from .stopping import Memory
 from .model import Model, check_model
@@ -64,7 +66,7 @@ def save(fit: Fit, path) -> None:
     header = {
         "format": FORMAT,
         "version": VERSION,
-        "vibench": _version(),
+        "vibench": __version__,
         "model": {"name": fit.model.name, "dim": fit.model.dim, "sites": {k: list(v) for k, v in fit.model.sites.items()}},
         "config": fit.config.to_json(),
         "key_impl": str(jax.random.key_impl(state.key)),
@@ -161,12 +163,6 @@ def load(path, model: Model, optimizer: Optional[optax.GradientTransformation] =
     )
 
 
-def _version() -> str:
-    from . import __version__
-
-    return __version__
-
-
 def _memory(saved, path: str) -> Optional[Memory]:
     if saved is None:
         return None
@@ -219,7 +215,7 @@ def _header(arrays: dict, path: str) -> dict:
     if version > VERSION:
         raise ValueError(
             f"{path} has checkpoint format version {version} (written by vibench {header.get('vibench', '?')}); "
-            f"this vibench {_version()} reads versions up to {VERSION}: upgrade vibench to load it"
+            f"this vibench {__version__} reads versions up to {VERSION}: upgrade vibench to load it"
         )
     missing = {"model", "config", "key_impl", "num_leaves"} - set(header)
     model = header.get("model")

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from ._checks import check_count
 from ._memo import per_model
-from .engine import Whitened
+from .state import Whitened
 from .guides import Guide, transform_log_prob
 
 __all__ = ["Draws", "draw_program", "sample_program", "log_q_program", "elbo_values_program", "elbo_program",

@@ -30,6 +30,7 @@ import numpy as np
 
 from .config import Config
 from ._checks import as_key, check_count
+from ._version import __version__
 from .diagnostics import khat_reading, psis
 from .evaluation import Draws, importance_draws
 from .model_info import ModelInfo, log_likelihood_fn, model_info, predictive_fn
@@ -123,8 +124,6 @@ class InferenceDataConverter:
     def _dataset(self, data: dict, *, skip_event_dims=None, default_dims=None, attrs=None):
         import arviz as az
 
-        from . import __version__
-
         attrs = {"inference_library": "vibench", "inference_library_version": __version__, **(attrs or {})}
         return az.dict_to_dataset(data, attrs=attrs, coords=self.coords, dims=self.dims,
                                   skip_event_dims=skip_event_dims, default_dims=default_dims)
@@ -164,8 +163,6 @@ class InferenceDataConverter:
 
     def vi_trace_to_xarray(self):
         import xarray as xr
-
-        from . import __version__
 
         steps = max(chain.fit.num_steps for chain in self.chains)
 

@@ -18,7 +18,8 @@ import numpy as np
 import optax
 
 from .config import CUSTOM, Config, as_config
-from .engine import State, Trace, hyper_from_config, init_params, make_engine
+from .engine import init_params, make_engine
+from .state import State, Trace, hyper_from_config
 from .loop import Callback, Run, drive, plateau_signal
 from .model import Model, check_model
 from .plan import Plan, as_plan, resolve

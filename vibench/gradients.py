@@ -13,7 +13,7 @@ import numpy as np
 
 from ._checks import as_key, check_count
 from ._memo import per_model
-from .engine import Whitened, hyper_from_config
+from .state import Whitened, hyper_from_config
 from .plan import resolve
 
 __all__ = ["GradientVariance", "gradient_variance"]

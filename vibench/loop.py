@@ -18,10 +18,10 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from .engine import State, Trace
+from .state import State, Trace
 from .evaluation import elbo_values_program
 from .plan import Plan
-from .stopping import Memory, Rules, chunk_stats
+from .stopping import Memory, Rules
 
 __all__ = ["Run", "drive", "plateau_signal", "PLATEAU_PARTICLES", "Callback"]
 

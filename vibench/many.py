@@ -24,7 +24,8 @@ import numpy as np
 import optax
 
 from .config import Config
-from .engine import hyper_from_config, make_engine
+from .engine import make_engine
+from .state import hyper_from_config
 from .fit import resolve_config, start_state
 from .loop import Run, drive, plateau_signal
 from .model import Model, check_model
@@ -34,7 +35,7 @@ from .result import Fit
 __all__ = ["fit_many", "check_one_program", "RUN_FIELDS"]
 
 # Config fields that may differ between the runs of one fit_many call: runtime numbers of the
-# engine (engine.Hyper), the starting stage, and the host's stopping rule. Every other field
+# engine (state.Hyper), the starting stage, and the host's stopping rule. Every other field
 # shapes the compiled program (or the chunk loop) and must be the same in every run.
 RUN_FIELDS = ("seed", "learning_rate", "alpha", "clip_norm", "stl", "warmup_steps", "final_lr_ratio",
               "init", "init_scale", "tol")

@@ -17,7 +17,8 @@ import numpy as np
 import optax
 
 from ._checks import as_key, check_count
-from .engine import Precond, State, Trace
+from .config import Config
+from .state import Precond, State, Trace
 from .evaluation import draw_program, elbo_program, log_q_program, sample_program
 from .guides import Guide
 from .model import Model

@@ -32,7 +32,7 @@ import numpy as np
 import scipy.optimize
 
 from ._memo import per_model
-from .engine import Precond, identity_precond
+from .state import Precond, identity_precond
 from .plan import as_plan
 
 __all__ = ["Start", "find_start"]
@@ -76,7 +76,7 @@ def find_start(model, plan, init_values: Optional[dict] = None, method: Optional
     x, value, iterations, scale = _bfgs(model)(loc)
     elapsed = lambda: time.perf_counter() - began  # noqa: E731
     if not (np.isfinite(value) and np.all(np.isfinite(x))):
-        return plain._replace(message=f"no MAP: BFGS left the region where the log density is finite; started from the model's initial point", seconds=elapsed())
+        return plain._replace(message="no MAP: BFGS left the region where the log density is finite; started from the model's initial point", seconds=elapsed())
     x, grad, precision = _newton(_value_and_grad(model), x, scale)
     if method == "map":
         return Start("map", identity_precond(jnp.asarray(x, jnp.float32), whitening), config.init_scale, "", elapsed())

@@ -17,7 +17,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
-__all__ = ["TraceView", "MarginalsView", "PairView", "CompareView", "render_png"]
+__all__ = ["TraceView", "MarginalsView", "PairView", "CompareView", "render_png", "forest_figure"]
 
 MAX_LEGEND = 12  # the most runs the Compare view names in its legend
 MAX_POINTS = 1500  # points per drawn curve: more than a plot's width in pixels is wasted work
@@ -380,3 +380,14 @@ def _mass_levels(counts: np.ndarray, masses: Sequence[float]) -> list:
     cumulative = np.cumsum(flat) / total
     levels = sorted({float(flat[min(np.searchsorted(cumulative, m), len(flat) - 1)]) for m in masses})
     return [level for level in levels if level > 0]
+
+
+def forest_figure(fit, key) -> Figure:
+    """A forest plot (ArviZ) of the fit's draws, drawn on a Figure of its own (no pyplot)."""
+    import arviz as az
+
+    idata = fit.to_arviz(num_draws=1000, key=key, posterior_predictive=False, log_likelihood=False)
+    fig = Figure(figsize=(7, 4), layout="constrained")
+    ax = fig.add_subplot()
+    az.plot_forest(idata, combined=True, ax=ax)
+    return fig

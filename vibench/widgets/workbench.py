@@ -28,7 +28,8 @@ from ..reference import compare, plot_compare, scalar_draws, scalar_labels
 from .controls import Controls
 from .launch import RESTART_VARIES, restart_configs
 from .runner import Runner
-from .views import CompareView, MarginalsView, PairView, TraceView, render_png
+from .tables import duration, launch_report, runs_table
+from .views import CompareView, MarginalsView, PairView, TraceView, forest_figure, render_png
 
 __all__ = ["Workbench"]
 
@@ -286,7 +287,7 @@ class Workbench:
         key = jax.random.key(fit.config.seed + 3)
         diagnosis = fit.diagnose(key=key)
         parts = [f"<pre>{html.escape(repr(diagnosis))}</pre>"]
-        self.diagnostics_plot.value = render_png(_forest(fit, key))
+        self.diagnostics_plot.value = render_png(forest_figure(fit, key))
         if self.reference is not None:
             table = compare(fit, self.reference, key=key)
             parts.append("<b>Against the reference</b>" + table.to_html(float_format=lambda v: f"{v:.3g}"))
@@ -386,8 +387,8 @@ class Workbench:
         elif tab == 2 and (force or (len(self.runner.runs), len(self.runner.launches)) != self._last_runs):
             runs, launches = list(self.runner.runs), list(self.runner.launches)
             self.compare_view.update(runs)
-            self.compare_table.value = _runs_table(runs)
-            self.launch_report.value = _launch_report(launches[-1], runs, launches) if launches else ""
+            self.compare_table.value = runs_table(runs)
+            self.launch_report.value = launch_report(launches[-1], runs, launches) if launches else ""
             self._last_runs = (len(runs), len(launches))
         self.refresh_count += 1
 
@@ -402,7 +403,7 @@ class Workbench:
         if math.isfinite(status.elbo):
             parts.append(f"ELBO {status.elbo:.5g}")
         if math.isfinite(status.seconds_left):
-            parts.append(f"{_duration(status.seconds_left)} left")
+            parts.append(f"{duration(status.seconds_left)} left")
         if status.rejected:
             parts.append(f"<span style='color:#b60'>{status.rejected:,} non-finite steps skipped</span>")
         note = " &middot; ".join(parts)
@@ -428,57 +429,3 @@ def _labels(model: Model) -> list:
     naming of :func:`vibench.reference.scalar_draws`."""
     values = jax.eval_shape(model.constrain, model.init_z)
     return [label for name, value in values.items() for label in scalar_labels(name, tuple(value.shape), None)]
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    return f"{seconds // 60}:{seconds % 60:02d}" if seconds < 3600 else f"{seconds // 3600}h{seconds % 3600 // 60:02d}"
-
-
-def _runs_table(runs) -> str:
-    """Finished runs ranked by their precise ELBO (``Fit.elbo`` with many particles), best first."""
-    if not runs:
-        return "<i>finished runs appear here, ranked by a precise ELBO</i>"
-    order = sorted(range(len(runs)), key=lambda i: -runs[i].elbo if math.isfinite(runs[i].elbo) else math.inf)
-    rows = []
-    for rank, i in enumerate(order, 1):
-        run = runs[i]
-        khat = "n/a" if run.khat is None else f"{run.khat:.2f}"
-        rows.append(
-            f"<tr><td>{rank}</td><td>#{i + 1}</td><td>{html.escape(run.label)}</td><td>{run.elbo:.4f}</td>"
-            f"<td>{run.fit.num_steps:,}</td><td>{run.wall_time:.2f}</td><td>{run.steps_per_second:,.0f}</td>"
-            f"<td>{khat}</td><td>{html.escape(run.fit.stop_reason)}</td></tr>"
-        )
-    head = ("<tr><th>rank</th><th>run</th><th>config</th><th>ELBO (1000 particles)</th><th>steps</th><th>time s</th>"
-            "<th>steps/s</th><th>PSIS k-hat</th><th>ended</th></tr>")
-    return f"<table class='vibench-runs'>{head}{''.join(rows)}</table>"
-
-
-def _launch_report(launch, runs, launches) -> str:
-    """A line on a launch's throughput: N runs, their wall time and steps/s per run, against the
-    newest ordinary run (not launched) of the same Config and length, when there is one."""
-    n = len(launch.labels)
-    line = (f"Last launch: {n} runs ({html.escape(launch.labels[0])} ... {html.escape(launch.labels[-1])}) "
-            f"took {launch.wall_time:.2f} s together (starts and compile included): "
-            f"{launch.steps_per_second:,.0f} steps/s per run, {n * launch.steps_per_second:,.0f} in all")
-    launched = {i for each in launches for i in each.runs}
-    steps = max(launch.num_steps)
-    for i in reversed(range(len(runs))):
-        run = runs[i]
-        if i not in launched and run.fit.config == launch.config and run.fit.num_steps == steps:
-            line += (f"; one ordinary run of this Config (#{i + 1}) took {run.wall_time:.2f} s, "
-                     f"so {n} of them ~{n * run.wall_time:.2f} s one after another")
-            break
-    return f"<small>{line}</small>"
-
-
-def _forest(fit, key):
-    """A forest plot (ArviZ) of the fit's draws, drawn on a Figure of its own (no pyplot)."""
-    import arviz as az
-    from matplotlib.figure import Figure
-
-    idata = fit.to_arviz(num_draws=1000, key=key, posterior_predictive=False, log_likelihood=False)
-    fig = Figure(figsize=(7, 4), layout="constrained")
-    ax = fig.add_subplot()
-    az.plot_forest(idata, combined=True, ax=ax)
-    return fig
