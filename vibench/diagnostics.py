@@ -4,7 +4,7 @@
   https://arxiv.org/abs/1802.02538), smoothed by ArviZ's ``psislw``, with its reading.
 - :func:`elbo_convergence`: the change of the ELBO between the last two windows of the trace.
 - :func:`diagnose`: both of those plus the starting stage, rejected steps and wall time, as one
-  :class:`Diagnosis`.
+  :class:`Diagnosis` (``vibench.export.summary`` puts it beside ArviZ's summary table).
 - :func:`gradient_variance` (from ``vibench.gradients``): the spread of the objective's gradient
   at the current guide.
 - :func:`compare` / :func:`plot_compare` (from ``vibench.reference``): the fit against reference draws.
@@ -37,7 +37,6 @@ __all__ = [
     "khat",
     "elbo_convergence",
     "diagnose",
-    "summary",
     "gradient_variance",
     "compare",
     "plot_compare",
@@ -238,20 +237,6 @@ def diagnose(fit, num_draws: int = 4000, key: Optional[jax.Array] = None, window
                      start_message=None if start is None else start.message,
                      start_seconds=None if start is None else float(start.seconds),
                      psis_shift=shift)
-
-
-def summary(fit, num_draws: int = 4000, key: Optional[jax.Array] = None, kind: str = "stats"):
-    """``az.summary`` of ``num_draws`` guide draws (a pandas DataFrame, one row per scalar
-    parameter), with the fit's :class:`Diagnosis` in ``df.attrs["diagnosis"]``."""
-    import arviz as az
-
-    from .export import to_arviz
-
-    idata = to_arviz(fit, num_draws=num_draws, key=key, log_likelihood=False, posterior_predictive=False)
-    table = az.summary(idata, kind=kind)
-    # The same diagnosis as fit.diagnose(num_draws, key): k-hat and the mean shift in the flat space.
-    table.attrs["diagnosis"] = diagnose(fit, num_draws, key)
-    return table
 
 
 def _check_density(fit) -> None:

@@ -31,11 +31,11 @@ import numpy as np
 from .config import Config
 from ._checks import as_key, check_count
 from ._version import __version__
-from .diagnostics import khat_reading, psis
+from .diagnostics import diagnose, khat_reading, psis
 from .evaluation import Draws, importance_draws
 from .model_info import ModelInfo, log_likelihood_fn, model_info, predictive_fn
 
-__all__ = ["to_arviz", "read_configs", "InferenceDataConverter", "TRACE_GROUP"]
+__all__ = ["to_arviz", "summary", "read_configs", "InferenceDataConverter", "TRACE_GROUP"]
 
 TRACE_GROUP = "vi_trace"
 
@@ -56,6 +56,18 @@ def to_arviz(fits, num_draws: int = 1000, key: Optional[jax.Array] = None, poste
         fits, num_draws=num_draws, key=key, posterior_predictive=posterior_predictive,
         log_likelihood=log_likelihood, dims=dims, coords=coords, psis_reweight=psis_reweight,
     ).to_inference_data()
+
+
+def summary(fit, num_draws: int = 4000, key: Optional[jax.Array] = None, kind: str = "stats"):
+    """``az.summary`` of ``num_draws`` guide draws (a pandas DataFrame, one row per scalar
+    parameter), with the fit's :class:`Diagnosis` in ``df.attrs["diagnosis"]``."""
+    import arviz as az
+
+    idata = to_arviz(fit, num_draws=num_draws, key=key, log_likelihood=False, posterior_predictive=False)
+    table = az.summary(idata, kind=kind)
+    # The same diagnosis as fit.diagnose(num_draws, key): k-hat and the mean shift in the flat space.
+    table.attrs["diagnosis"] = diagnose(fit, num_draws, key)
+    return table
 
 
 def read_configs(idata) -> list:

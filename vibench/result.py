@@ -128,7 +128,7 @@ class Fit:
         """``az.summary`` of ``num_draws`` guide draws (a pandas DataFrame: mean, sd and 94% HDI per
         scalar parameter for ``kind="stats"``), with :meth:`diagnose`'s report in
         ``df.attrs["diagnosis"]``."""
-        from .diagnostics import summary
+        from .export import summary
 
         return summary(self, num_draws, key, kind)
 
