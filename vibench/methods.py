@@ -22,6 +22,7 @@ from typing import Callable, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
+from ._registry import Registry
 from .guides import Guide
 from .guides.gaussian import fullrank_params
 from .guides._guide import highest_precision
@@ -59,23 +60,17 @@ class Method(NamedTuple):
     start: Optional[str] = None
 
 
-METHODS: dict[str, Method] = {}
+METHODS = Registry(Method, "vibench.methods.Method", "fitting method", "methods", "register_method")
 
 
 def register_method(method: Method) -> Method:
     """Add ``method`` to the registry under ``method.name``."""
-    if not isinstance(method, Method):
-        raise TypeError(f"register_method expects a vibench.methods.Method, got {type(method).__name__}")
-    METHODS[method.name] = method
-    return method
+    return METHODS.add(method)
 
 
 def get_method(name: str) -> Method:
     """The registered method called ``name``; a ValueError lists the known names otherwise."""
-    try:
-        return METHODS[name]
-    except KeyError:
-        raise ValueError(f"unknown fitting method {name!r}; known methods: {sorted(METHODS)}") from None
+    return METHODS.lookup(name)
 
 
 # ---------------------------------------------------------------- vi: an objective over draws

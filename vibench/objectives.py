@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
+from ._registry import Registry
 from .guides import Guide, transform_log_prob
 
 __all__ = ["Objective", "OBJECTIVES", "register_objective", "get_objective", "particle_log_densities"]
@@ -42,23 +43,17 @@ class Objective(NamedTuple):
     default_stl: bool = False
 
 
-OBJECTIVES: dict[str, Objective] = {}
+OBJECTIVES = Registry(Objective, "vibench.objectives.Objective", "objective", "objectives", "register_objective")
 
 
 def register_objective(objective: Objective) -> Objective:
     """Add ``objective`` to the registry under ``objective.name``."""
-    if not isinstance(objective, Objective):
-        raise TypeError(f"register_objective expects a vibench.objectives.Objective, got {type(objective).__name__}")
-    OBJECTIVES[objective.name] = objective
-    return objective
+    return OBJECTIVES.add(objective)
 
 
 def get_objective(name: str) -> Objective:
     """The registered objective called ``name``; a ValueError lists the known names otherwise."""
-    try:
-        return OBJECTIVES[name]
-    except KeyError:
-        raise ValueError(f"unknown objective {name!r}; known objectives: {sorted(OBJECTIVES)}") from None
+    return OBJECTIVES.lookup(name)
 
 
 def _log_density_batch(log_density, z):

@@ -8,6 +8,8 @@ from typing import Any, Callable, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
+from .._registry import Registry
+
 __all__ = [
     "Guide",
     "GUIDES",
@@ -58,7 +60,7 @@ class Guide(NamedTuple):
     method: str = "vi"
 
 
-GUIDES: dict[str, Guide] = {}
+GUIDES = Registry(Guide, "vibench.guides.Guide", "guide", "guides", "register_guide")
 
 
 def register_guide(guide: Guide) -> Guide:
@@ -69,18 +71,12 @@ def register_guide(guide: Guide) -> Guide:
     made before keep the family they were fitted with, and compiled programs are kept per family
     object, so none is reused for the other.
     """
-    if not isinstance(guide, Guide):
-        raise TypeError(f"register_guide expects a vibench.guides.Guide, got {type(guide).__name__}")
-    GUIDES[guide.name] = guide
-    return guide
+    return GUIDES.add(guide)
 
 
 def get_guide(name: str) -> Guide:
     """The registered family called ``name``; a ValueError lists the known names otherwise."""
-    try:
-        return GUIDES[name]
-    except KeyError:
-        raise ValueError(f"unknown guide {name!r}; known guides: {sorted(GUIDES)}") from None
+    return GUIDES.lookup(name)
 
 
 def draw(guide: Guide, params: Any, key: jax.Array, n: int) -> jax.Array:
