@@ -14,7 +14,7 @@ from vibench.diagnostics import SHIFT_THRESHOLD, Diagnosis, elbo_convergence, kh
 from vibench.guides import DeltaParams
 from vibench.start import Start
 
-from targets import (
+from oracles import (
     SKEW_MEAN,
     correlated,
     fit_at,

@@ -11,7 +11,7 @@ from vibench.engine import init_params, make_engine, trace_count
 from vibench.state import hyper_from_config
 from vibench.models.targets import banana, banana_moments
 
-from targets import TWO_MEANS_Y, two_means_model, two_means_posterior
+from oracles import TWO_MEANS_Y, two_means_model, two_means_posterior
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import vibench as vb
 from vibench.engine import trace_count
 from vibench.models import EIGHT_SCHOOLS, eight_schools_noncentered_model
 
-from targets import TWO_MEANS_Y, two_means_model, two_means_posterior
+from oracles import TWO_MEANS_Y, two_means_model, two_means_posterior
 
 # ---------------------------------------------------------------- conjugate oracles
 
