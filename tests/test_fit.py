@@ -106,11 +106,6 @@ def test_eight_schools_against_nuts():
 # ---------------------------------------------------------------- the driver's contract
 
 
-@pytest.fixture(scope="module")
-def schools():
-    return vb.models.eight_schools()
-
-
 def test_result_shapes_and_trace(schools):
     fit = vb.fit(schools, num_steps=700, chunk_size=300, progress_bar=False)
     draws = fit.sample(jax.random.key(0), 50)

@@ -16,11 +16,6 @@ from vibench.engine import trace_count
 from oracles import workbench_config as _config
 
 
-@pytest.fixture(scope="module")
-def schools():
-    return vb.models.eight_schools()
-
-
 def _until(predicate, timeout=60.0):
     end = time.monotonic() + timeout
     while not predicate():
