@@ -142,7 +142,6 @@ DRAWS = 4000
 @settings(FAST, max_examples=15)
 @given(name=st.sampled_from([n for n in sorted(GUIDES) if GUIDES[n].entropy is not None]), d=st.integers(1, 4), data=st.data())
 def test_closed_form_entropy_agrees_with_the_covariance_and_monte_carlo(name, d, data):
-    guide = GUIDES[name]
     params = data.draw(guide_params(name, d))
     entropy = float(ENTROPY(name, params))
     _, log_det = np.linalg.slogdet(2 * np.pi * np.e * _covariance(name, params))

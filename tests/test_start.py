@@ -4,8 +4,6 @@ The fits here use nothing but ``vb.fit(model, guide=...)``: the defaults alone m
 and strongly correlated posteriors right, and say so when they cannot start from a MAP.
 """
 
-import warnings
-
 import jax
 import jax.numpy as jnp
 import numpy as np
