@@ -60,6 +60,7 @@ def test_pathfinder_is_exact_on_a_gaussian_posterior_and_starts_other_families(n
     np.testing.assert_allclose(start.precond.shift, fit.precond.shift, rtol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("guide", ["iaf", "bnaf"])
 def test_flows_fit_a_banana_better_than_a_gaussian(guide):
     """A banana's curved ridge: a flow's ELBO beats the best full-rank Gaussian's, and its moments

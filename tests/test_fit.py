@@ -89,6 +89,7 @@ def test_delta_fits_the_map_in_the_models_own_parameterisation():
 # ---------------------------------------------------------------- eight schools vs NUTS
 
 
+@pytest.mark.slow
 def test_eight_schools_against_nuts():
     mcmc = MCMC(NUTS(eight_schools_noncentered_model), num_warmup=1000, num_samples=4000, progress_bar=False)
     mcmc.run(jax.random.key(0), **EIGHT_SCHOOLS)

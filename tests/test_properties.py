@@ -115,6 +115,7 @@ ENTROPY = jax.jit(lambda name, params: GUIDES[name].entropy(params), static_argn
 STD = jax.jit(lambda name, params: GUIDES[name].std(params), static_argnums=0)
 
 
+@pytest.mark.slow
 @settings(FAST, max_examples=30)
 @given(name=st.sampled_from(GAUSSIANS), d=st.integers(1, 4), n=st.integers(1, 10_000), particles=st.integers(1, 64), data=st.data())
 def test_draws_have_the_right_shapes_and_finite_log_prob(name, d, n, particles, data):

@@ -88,6 +88,7 @@ def logistic_regression(X, y):
     numpyro.sample("y", dist.Bernoulli(logits=intercept + X @ beta), obs=y)
 
 
+@pytest.mark.slow
 def test_badly_scaled_logistic_regression_matches_nuts():
     rng = np.random.default_rng(1)
     scales = np.array([1e-2, 1.0, 1e2])
