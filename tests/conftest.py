@@ -1,6 +1,8 @@
 import jax
 import pytest
 
+import vibench as vb
+
 
 @pytest.fixture
 def getkey():
@@ -12,3 +14,9 @@ def getkey():
         return key
 
     return next_key
+
+
+@pytest.fixture(scope="module")
+def schools():
+    """The non-centred eight schools, the model most fits here are run on; one per test module."""
+    return vb.models.eight_schools()

@@ -107,6 +107,7 @@ def lab(tmp_path):
             server.kill()
 
 
+@pytest.mark.slow
 def test_workbench_runs_pauses_and_resumes_in_jupyterlab(lab):
     playwright = pytest.importorskip("playwright.sync_api")
     url, tmp_path = lab

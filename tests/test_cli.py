@@ -24,6 +24,7 @@ def cache_home(tmp_path, monkeypatch):
     compilation_cache.reset_cache()
 
 
+@pytest.mark.slow
 def test_demo_fits_eight_schools_and_prints_a_summary(capsys, cache_home):
     assert main(["demo", "--steps", "300", "--particles", "2"]) == 0
     out = capsys.readouterr().out
@@ -91,6 +92,7 @@ def test_lab_dry_run_prints_the_command_of_this_checkout(capsys):
     assert Path(shlex.split(out)[4].split("=", 1)[1]) == notebooks
 
 
+@pytest.mark.slow
 def test_lab_help_and_unknown_options_of_other_commands():
     out = subprocess.run([sys.executable, "-m", "vibench.cli", "lab", "--help"], capture_output=True, text=True, check=True)
     assert "JupyterLab" in out.stdout and "--dry-run" in out.stdout

@@ -19,11 +19,6 @@ def region_model():
     return vb.Model.from_log_density(_nan_above_three, {"x": constraints.real}, init={"x": 2.5})
 
 
-@pytest.fixture(scope="module")
-def schools():
-    return vb.models.eight_schools()
-
-
 def _start(model, config, seed=0):
     engine = vb.make_engine(model, config)
     params = vb.init_params(model, config, jax.random.key(seed))

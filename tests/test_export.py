@@ -14,7 +14,7 @@ from vibench.state import Precond
 from vibench.guides import DeltaParams
 from vibench.start import Start
 
-from targets import (
+from oracles import (
     NORMAL_Y,
     SIGMA,
     bimodal,

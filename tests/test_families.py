@@ -11,7 +11,7 @@ from vibench.engine import init_params, make_engine, trace_count
 from vibench.state import hyper_from_config
 from vibench.models.targets import banana, banana_moments
 
-from targets import TWO_MEANS_Y, two_means_model, two_means_posterior
+from oracles import TWO_MEANS_Y, two_means_model, two_means_posterior
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +60,7 @@ def test_pathfinder_is_exact_on_a_gaussian_posterior_and_starts_other_families(n
     np.testing.assert_allclose(start.precond.shift, fit.precond.shift, rtol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("guide", ["iaf", "bnaf"])
 def test_flows_fit_a_banana_better_than_a_gaussian(guide):
     """A banana's curved ridge: a flow's ELBO beats the best full-rank Gaussian's, and its moments

@@ -9,6 +9,11 @@ from vibench.guides import GUIDES, dimension, draw, get_guide, transform_log_pro
 from vibench.methods import METHODS
 
 
+def _bnaf_slow(names):
+    """The block neural autoregressive flow takes seconds to compile: its cases are marked slow."""
+    return [pytest.param(name, marks=pytest.mark.slow) if name == "bnaf" else name for name in names]
+
+
 def _params(name, key, d=4):
     loc = jnp.linspace(-1.0, 1.0, d)
     scale = jnp.linspace(0.5, 1.5, d)
@@ -19,7 +24,7 @@ def _params(name, key, d=4):
     return jax.tree.unflatten(tree, [x + 0.3 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
 
 
-@pytest.mark.parametrize("name", sorted(GUIDES))
+@pytest.mark.parametrize("name", _bnaf_slow(sorted(GUIDES)))
 def test_protocol_every_registered_family(name, getkey):
     """Every family answers the same calls with the same shapes; optional parts are None or agree."""
     guide = GUIDES[name]
@@ -48,7 +53,7 @@ def test_protocol_every_registered_family(name, getkey):
     np.testing.assert_allclose(jax.jit(guide.transform)(params, eps), z, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", [n for n in sorted(GUIDES) if not GUIDES[n].point])
+@pytest.mark.parametrize("name", _bnaf_slow([n for n in sorted(GUIDES) if not GUIDES[n].point]))
 def test_every_density_is_normalised(name, getkey):
     """E_r[q(z) / r(z)] = 1 under a wide Normal r: the log densities (flows' Jacobians included)
     integrate to one."""
@@ -78,7 +83,7 @@ def test_entropy_and_std_agree_with_monte_carlo(name, getkey):
     np.testing.assert_allclose(guide.mean(params), jnp.mean(z, 0), atol=0.02)
 
 
-@pytest.mark.parametrize("name", ["iaf", "bnaf"])
+@pytest.mark.parametrize("name", _bnaf_slow(["iaf", "bnaf"]))
 def test_flows_start_as_the_mean_field_normal(name, getkey):
     """A flow's layers start at (IAF) or near (BNAF) the identity: a Laplace start stays meaningful."""
     loc, scale = jnp.array([0.5, -1.0, 2.0]), jnp.array([1.0, 2.0, 0.5])

@@ -1,17 +1,11 @@
 """fit_many: N runs as one program equal N lone fits, and compile once."""
 
 import numpy as np
-import pytest
 
 import vibench as vb
 from vibench.engine import trace_count
 
 SEEDS = [0, 1, 2]
-
-
-@pytest.fixture(scope="module")
-def schools():
-    return vb.models.eight_schools()
 
 
 def _assert_same_fit(many, lone):

@@ -7,7 +7,7 @@ import numpyro.distributions as dist
 import pytest
 from jax.scipy.special import logsumexp
 from numpyro.distributions import constraints
-from targets import correlated, gaussian
+from oracles import correlated, gaussian
 
 import vibench as vb
 from vibench.guides import GUIDES

@@ -115,6 +115,7 @@ ENTROPY = jax.jit(lambda name, params: GUIDES[name].entropy(params), static_argn
 STD = jax.jit(lambda name, params: GUIDES[name].std(params), static_argnums=0)
 
 
+@pytest.mark.slow
 @settings(FAST, max_examples=30)
 @given(name=st.sampled_from(GAUSSIANS), d=st.integers(1, 4), n=st.integers(1, 10_000), particles=st.integers(1, 64), data=st.data())
 def test_draws_have_the_right_shapes_and_finite_log_prob(name, d, n, particles, data):
@@ -142,7 +143,6 @@ DRAWS = 4000
 @settings(FAST, max_examples=15)
 @given(name=st.sampled_from([n for n in sorted(GUIDES) if GUIDES[n].entropy is not None]), d=st.integers(1, 4), data=st.data())
 def test_closed_form_entropy_agrees_with_the_covariance_and_monte_carlo(name, d, data):
-    guide = GUIDES[name]
     params = data.draw(guide_params(name, d))
     entropy = float(ENTROPY(name, params))
     _, log_det = np.linalg.slogdet(2 * np.pi * np.e * _covariance(name, params))

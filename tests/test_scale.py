@@ -28,6 +28,7 @@ def big_logistic():
     return models.logistic_regression_data(100_000, 5)
 
 
+@pytest.mark.slow
 def test_minibatch_fit_matches_the_full_batch_fit(big_logistic):
     X, y = big_logistic
     full = vb.fit(vb.Model.from_numpyro(subsampled_logistic, X, y), guide="fullrank", progress_bar=False)
@@ -42,6 +43,7 @@ def test_minibatch_fit_matches_the_full_batch_fit(big_logistic):
     assert np.std(mini.trace.elbo[-500:]) > 100 * np.std(full.trace.elbo[-500:])
 
 
+@pytest.mark.slow
 def test_minibatch_density_is_unbiased_and_scaled():
     X, y = models.logistic_regression_data(200, 3)
     model = vb.Model.from_numpyro(subsampled_logistic, X, y, batch_size=20)
@@ -125,6 +127,7 @@ SHARDED = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_sharded_fit_equals_the_single_device_fit():
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
     done = subprocess.run([sys.executable, "-c", SHARDED], env=env, capture_output=True, text=True, timeout=600,

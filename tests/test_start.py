@@ -1,10 +1,8 @@
-"""The default starting stage (BFGS MAP, Laplace, whitening) and the plateau schedule.
+"""The default starting stage: BFGS MAP, Laplace, whitening.
 
 The fits here use nothing but ``vb.fit(model, guide=...)``: the defaults alone must get badly scaled
 and strongly correlated posteriors right, and say so when they cannot start from a MAP.
 """
-
-import warnings
 
 import jax
 import jax.numpy as jnp
@@ -15,7 +13,6 @@ import pytest
 from numpyro.infer import MCMC, NUTS
 
 import vibench as vb
-from vibench.stopping import Plateau
 from vibench.start import _laplace
 
 
@@ -91,6 +88,7 @@ def logistic_regression(X, y):
     numpyro.sample("y", dist.Bernoulli(logits=intercept + X @ beta), obs=y)
 
 
+@pytest.mark.slow
 def test_badly_scaled_logistic_regression_matches_nuts():
     rng = np.random.default_rng(1)
     scales = np.array([1e-2, 1.0, 1e2])
@@ -150,20 +148,3 @@ def test_map_start_and_prior_start(badly_scaled_regression):
     plain = vb.fit(model, init="prior", num_steps=1, learning_rate=1e-9, progress_bar=False)
     assert plain.start.method == "prior" and plain.start.seconds == 0.0
     np.testing.assert_allclose(plain.precond.shift, model.init_z)
-
-
-def test_plateau_halves_after_patience_and_converges_at_the_floor():
-    spread = np.linspace(-1.0, 1.0, 500)  # the same per-step scatter every chunk
-    noise = lambda: spread  # noqa: E731
-    rule = Plateau(0.01, final_lr_ratio=0.25, patience=2)
-    # A steady climb never decays the step size, however slow each chunk's part of it.
-    assert all(rule.update(level + noise()) == (None, False) for level in np.linspace(0.0, 2.0, 6))
-    flat = [rule.update(2.0 + noise()) for _ in range(6)]
-    assert flat == [(None, False), (0.005, False), (None, False), (0.0025, False), (None, False), (None, True)]
-
-
-def test_default_schedule_stops_converged_before_num_steps():
-    model = vb.Model.from_log_density(lambda v: dist.Normal(1.0, 2.0).log_prob(v["x"]), {"x": dist.constraints.real})
-    fit = vb.fit(model, num_steps=50_000, chunk_size=100, progress_bar=False)
-    assert fit.stop_reason == "converged" and fit.num_steps < 50_000
-    np.testing.assert_allclose(float(fit.state.hyper.learning_rate), 1e-4, rtol=1e-5)

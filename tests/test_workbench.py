@@ -12,17 +12,8 @@ import pytest
 
 import vibench as vb
 from vibench.engine import trace_count
-from vibench.widgets import Runner
 
-
-@pytest.fixture(scope="module")
-def schools():
-    return vb.models.eight_schools()
-
-
-def _config(**changes):
-    base = dict(guide="meanfield", init="prior", schedule="constant", num_steps=20_000, chunk_size=100, seed=3)
-    return vb.Config(**{**base, **changes})
+from oracles import workbench_config as _config
 
 
 def _until(predicate, timeout=60.0):
@@ -75,6 +66,7 @@ def test_run_click_trains_and_draws(schools):
     wb.close()
 
 
+@pytest.mark.slow
 def test_pause_and_resume_continue_exactly(schools):
     config = _config(num_steps=300_000)
     headless = vb.fit(schools, config, progress_bar=False)
@@ -97,6 +89,7 @@ def test_pause_and_resume_continue_exactly(schools):
     wb.close()
 
 
+@pytest.mark.slow
 def test_learning_rate_change_mid_run_takes_effect_without_recompiling(schools):
     config = _config(num_steps=400_000)
     wb = vb.Workbench(schools, config)
@@ -120,6 +113,7 @@ def test_learning_rate_change_mid_run_takes_effect_without_recompiling(schools):
     wb.close()
 
 
+@pytest.mark.slow
 def test_particle_count_change_keeps_the_guide(schools):
     wb = vb.Workbench(schools, _config(num_steps=400_000))
     step = _run_then_pause(wb)
@@ -186,6 +180,7 @@ def test_refused_values_are_put_back_with_a_reason(schools):
     wb.close()
 
 
+@pytest.mark.slow
 def test_every_family_can_be_picked_and_the_controls_follow_what_it_serves(schools):
     wb = vb.Workbench(schools, _config(objective="forward_kl", num_particles=8, num_steps=2000))
     wb.controls.guide.value = "bnaf"  # no inverse: no forward KL, no STL
@@ -306,6 +301,7 @@ def _subsampled_logistic(X, y=None, batch_size=None):
         numpyro.sample("y", dist.Bernoulli(logits=X[index] @ beta), obs=None if y is None else y[index])
 
 
+@pytest.mark.slow
 def test_batch_size_control_subsamples(schools):
     X, y = vb.models.logistic_regression_data(2000, 3)
     model = vb.Model.from_numpyro(_subsampled_logistic, X, y, batch_size=500)
@@ -321,16 +317,6 @@ def test_batch_size_control_subsamples(schools):
     wb.controls.batch.value = 5000  # more than the data: refused by the widget's bounds
     assert wb.runner.model.batch_size in (None, 2000)
     assert vb.Workbench(schools).controls.batch.disabled  # eight schools declares no data to subsample
-
-
-def test_runner_reports_errors_and_keeps_the_fit():
-    model = vb.Model.from_log_density(lambda v: -0.5 * (v["x"] ** 2).sum(), supports={"x": vb.model.constraints.real},
-                                      shapes={"x": (2,)})
-    runner = Runner(model, _config(num_steps=500))
-    runner.run()
-    assert runner.wait(60)
-    assert runner.status.phase == "finished" and runner.fit.num_steps == 500
-    assert len(runner.runs) == 1 and np.isfinite(runner.runs[0].elbo)
 
 
 def _assert_same_runs(records, fits):
@@ -403,6 +389,7 @@ def test_launch_of_learning_rates_is_log_spaced_and_equals_fit_many(schools):
     wb.close()
 
 
+@pytest.mark.slow
 def test_launch_is_refused_with_a_reason(schools):
     X, y = vb.models.logistic_regression_data(500, 3)
     subsampled = vb.Workbench(vb.Model.from_numpyro(_subsampled_logistic, X, y, batch_size=100), _config(num_steps=300))

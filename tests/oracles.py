@@ -1,4 +1,5 @@
-"""Targets with known answers, and fits placed exactly where a test needs them."""
+"""Targets with known answers, fits placed exactly where a test needs them, and the Config the
+Workbench and Runner tests start from."""
 
 import jax
 import jax.numpy as jnp
@@ -139,3 +140,9 @@ def two_means_posterior():
     prec = np.eye(2) / TWO_MEANS_PRIOR_SD**2 + len(TWO_MEANS_Y) * np.linalg.inv(TWO_MEANS_COV)
     cov = np.linalg.inv(prec)
     return cov @ np.linalg.inv(TWO_MEANS_COV) @ TWO_MEANS_Y.sum(0), cov
+
+
+def workbench_config(**changes):
+    """A Config for interactive runs: long enough to pause or stop mid-run, in chunks of 100 steps."""
+    base = dict(guide="meanfield", init="prior", schedule="constant", num_steps=20_000, chunk_size=100, seed=3)
+    return vb.Config(**{**base, **changes})
