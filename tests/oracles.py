@@ -1,5 +1,5 @@
-"""Targets with known answers, fits placed exactly where a test needs them, and the Config the
-Workbench and Runner tests start from."""
+"""Targets with known answers, fits placed exactly where a test needs them, a fit's draws read
+back from an export, and the Config the Workbench and Runner tests start from."""
 
 import jax
 import jax.numpy as jnp
@@ -10,6 +10,7 @@ from jax.scipy.stats import norm
 from numpyro.distributions import constraints
 
 import vibench as vb
+from vibench import arviz_compat
 from vibench.state import Precond, identity_precond
 from vibench.guides import FullRankParams, MeanFieldParams, get_guide
 
@@ -121,6 +122,38 @@ def normal_mean_posterior(y=NORMAL_Y, prior_sd=10.0):
     """Posterior mean and sd of mu (conjugate Normal-Normal)."""
     precision = 1 / prior_sd**2 + len(y) / SIGMA**2
     return float(np.sum(y) / SIGMA**2 / precision), float(np.sqrt(1 / precision))
+
+
+def log_scale_model(y=None):
+    """y_i ~ Normal(log s, 1), s ~ LogNormal(0, 1): log s, the model's flat coordinate, has a
+    Normal posterior, so a Gaussian guide can be exact while s itself is constrained."""
+    s = numpyro.sample("s", dist.LogNormal(0.0, 1.0))
+    with numpyro.plate("obs_id", y.shape[0]):
+        numpyro.sample("y", dist.Normal(jnp.log(s), 1.0), obs=y)
+
+
+LOG_SCALE_Y = np.array([0.3, -0.5, 1.1, 0.2, 0.8, -0.1], np.float32)
+
+
+def log_scale_posterior(y=LOG_SCALE_Y):
+    """Posterior mean and sd of log s (conjugate Normal-Normal)."""
+    precision = 1.0 + len(y)
+    return float(np.sum(y) / precision), float(np.sqrt(1 / precision))
+
+
+def draws_of(data, group: str, name: str) -> np.ndarray:
+    """A variable of an export's group, every chain's draws in order: ``(chains * draws, *shape)``,
+    the fit's draws for a one-fit export whatever its chains (ArviZ 0.23 gets two)."""
+    values = np.asarray(arviz_compat.group(data, group)[name].values)
+    return values.reshape((-1,) + values.shape[2:])
+
+
+def one_fit_sizes(num_draws: int) -> tuple:
+    """``(chains, draws)`` of a one-fit export: ArviZ 0.23 warns on one chain, so there an even
+    count of at least eight draws is two chains."""
+    if arviz_compat.MAJOR == 0 and num_draws % 2 == 0 and num_draws >= 8:
+        return 2, num_draws // 2
+    return 1, num_draws
 
 
 # A conjugate Normal in 2-D: two means, a known correlated observation covariance (an exact posterior).

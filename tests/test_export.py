@@ -1,3 +1,5 @@
+import contextlib
+import logging
 import warnings
 
 import arviz as az
@@ -6,9 +8,11 @@ import jax.numpy as jnp
 import matplotlib
 import numpy as np
 import pytest
+import xarray as xr
 from scipy import stats
 
 import vibench as vb
+from vibench import arviz_compat
 from vibench.diagnostics import importance_draws
 from vibench.state import Precond
 from vibench.guides import DeltaParams
@@ -17,15 +21,20 @@ from vibench.start import Start
 from oracles import (
     NORMAL_Y,
     SIGMA,
+    LOG_SCALE_Y,
     bimodal,
     correlated,
+    draws_of,
     fit_at,
     fullrank_params,
     gaussian,
     gaussian_log_z,
+    log_scale_model,
+    log_scale_posterior,
     meanfield_params,
     normal_mean_model,
     normal_mean_posterior,
+    one_fit_sizes,
     whitened,
 )
 
@@ -48,16 +57,34 @@ def normal_fit():
     return fit_at(model, *whitened([mean], [[sd]]), guide="fullrank")
 
 
-def _schema(idata):
-    return {group: {name: (var.dims, var.shape) for name, var in idata[group].data_vars.items()} for group in idata.groups()}
+def _schema(data):
+    groups = {name: arviz_compat.group(data, name) for name in arviz_compat.group_names(data)}
+    return {group: {name: (var.dims, var.shape) for name, var in ds.data_vars.items()} for group, ds in groups.items()}
+
+
+def _loo(data):
+    """``(elpd, p, pareto_k (n,))`` of ArviZ's own PSIS-LOO of independent draws (r_eff 1)."""
+    if arviz_compat.MAJOR >= 1:
+        import arviz_stats as azs
+
+        result = azs.loo(data, pointwise=True, reff=1.0)
+        return result.elpd, result.p, result.pareto_k.values
+    result = az.loo(data, pointwise=True, reff=1.0)
+    return result.elpd_loo, result.p_loo, result.pareto_k.values
+
+
+def test_the_export_is_the_installed_arvizs_container(schools_fit):
+    data = schools_fit.to_arviz(num_draws=10, log_likelihood=False)
+    assert isinstance(data, xr.DataTree if arviz_compat.MAJOR >= 1 else az.InferenceData)
 
 
 def test_schema_of_a_numpyro_model(schools_fit):
     idata = schools_fit.to_arviz(num_draws=100, key=jax.random.key(0))
     per_step = (("chain", "step"), (1, 300))
     per_chain = (("chain",), (1,))
-    scalar = (("chain", "draw"), (1, 100))
-    school = (("chain", "draw", "school"), (1, 100, 8))
+    sizes = one_fit_sizes(100)
+    scalar = (("chain", "draw"), sizes)
+    school = (("chain", "draw", "school"), (*sizes, 8))
     assert _schema(idata) == {
         "posterior": {"mu": scalar, "tau": scalar, "theta": school, "theta_trans": school},
         "posterior_predictive": {"obs": school},
@@ -103,12 +130,12 @@ def test_draws_and_densities_are_those_of_the_fit(schools_fit):
 def test_same_key_same_export_and_draws_follow_the_guide(schools_fit):
     a = schools_fit.to_arviz(num_draws=100, key=jax.random.key(5))
     b = schools_fit.to_arviz(num_draws=100, key=jax.random.key(5))
-    for group in a.groups():
+    for group in arviz_compat.group_names(a):
         for name in a[group].data_vars:
             np.testing.assert_array_equal(a[group][name].values, b[group][name].values)
     assert not np.array_equal(a.posterior["mu"], schools_fit.to_arviz(num_draws=100, key=jax.random.key(6)).posterior["mu"])
     # The mean log importance weight is the ELBO.
-    log_weight = a.sample_stats["log_weight"].values[0]
+    log_weight = draws_of(a, "sample_stats", "log_weight")
     elbo = schools_fit.elbo(jax.random.key(7), num_particles=1000)
     stderr = log_weight.std() * np.sqrt(1 / 100 + 1 / 1000)
     assert abs(log_weight.mean() - elbo) < 4 * stderr
@@ -127,7 +154,7 @@ def test_pointwise_log_likelihood_equals_the_closed_form(normal_fit):
 
 def test_posterior_predictive_is_drawn_afresh(normal_fit):
     idata = normal_fit.to_arviz(num_draws=4000, key=jax.random.key(2))
-    pp = idata.posterior_predictive["y"].values[0]  # (4000, 12)
+    pp = draws_of(idata, "posterior_predictive", "y")  # (4000, 12)
     mean, sd = normal_mean_posterior()
     # y_new ~ N(mu, SIGMA), mu ~ N(mean, sd): mean `mean`, variance SIGMA^2 + sd^2, for each i.
     assert not np.any(pp == NORMAL_Y)
@@ -143,42 +170,109 @@ def test_sample_stats_of_an_exact_gaussian_guide(place):
     else:
         fit = fit_at(gaussian(cov, mean), fullrank_params(cov, mean), guide="fullrank")
     idata = fit.to_arviz(num_draws=500, key=jax.random.key(3), log_likelihood=False)
-    x = idata.posterior["x"].values[0]
-    np.testing.assert_allclose(idata.sample_stats["log_q"].values[0], stats.multivariate_normal(mean, cov).logpdf(x), rtol=1e-4)
+    x = draws_of(idata, "posterior", "x")
+    np.testing.assert_allclose(draws_of(idata, "sample_stats", "log_q"), stats.multivariate_normal(mean, cov).logpdf(x), rtol=1e-4)
     # q equals the normalised target: every log weight is log Z.
-    np.testing.assert_allclose(idata.sample_stats["log_weight"].values[0], gaussian_log_z(cov), atol=2e-4)
+    np.testing.assert_allclose(draws_of(idata, "sample_stats", "log_weight"), gaussian_log_z(cov), atol=2e-4)
     assert idata.vi_trace["khat"].values[0] == -np.inf
 
 
 def test_arviz_functions_run_on_the_export(normal_fit):
     idata = normal_fit.to_arviz(num_draws=2000, key=jax.random.key(4))
-    loo, waic = az.loo(idata), az.waic(idata)
+    elpd, p_loo, pareto_k = _loo(idata)
     # p_waic is the sum over i of Var[log N(y_i | mu, SIGMA)] with mu ~ N(m, s^2), in closed form:
-    # (4 (y_i - m)^2 s^2 + 2 s^4) / (4 SIGMA^4).
+    # (4 (y_i - m)^2 s^2 + 2 s^4) / (4 SIGMA^4); p_loo is close to it.
     m, s = normal_mean_posterior()
     p_waic = np.sum(4 * (NORMAL_Y - m) ** 2 * s**2 + 2 * s**4) / (4 * SIGMA**4)
-    np.testing.assert_allclose(waic.p_waic, p_waic, rtol=0.1)
-    np.testing.assert_allclose(loo.p_loo, p_waic, rtol=0.1)
-    assert np.all(loo.pareto_k.values < 0.5)
-    lppd = np.sum(np.log(np.mean(np.exp(idata.log_likelihood["y"].values[0]), 0)))
-    np.testing.assert_allclose(loo.elpd_loo, lppd - loo.p_loo, rtol=1e-6)
+    np.testing.assert_allclose(p_loo, p_waic, rtol=0.1)
+    assert np.all(pareto_k < 0.5)
+    lppd = np.sum(np.log(np.mean(np.exp(draws_of(idata, "log_likelihood", "y")), 0)))
+    np.testing.assert_allclose(elpd, lppd - p_loo, rtol=1e-6)
     table = az.summary(idata)
     mean, sd = normal_mean_posterior()
     assert abs(table.loc["mu", "mean"] - mean) < 4 * sd / np.sqrt(2000)
-    assert table.loc["mu", "ess_bulk"] > 1500  # independent draws (r_hat needs two chains)
-    axes = az.plot_posterior(idata)
-    assert np.atleast_1d(axes)[0].get_title() == "mu"
-    axes = az.plot_forest(idata)
-    assert len(np.atleast_1d(axes)) == 1
+    assert table.loc["mu", "ess_bulk"] > 1500  # independent draws
+    if arviz_compat.MAJOR >= 1:
+        import arviz_plots as azp
+
+        plots = azp.plot_dist(idata, backend="matplotlib")
+        assert plots.viz["title"]["mu"].item().get_text() == "mu"
+        plots = azp.plot_forest(idata, backend="matplotlib")
+        assert list(plots.viz["plot"]["column"].values) == ["labels", "forest"]
+    else:
+        np.testing.assert_allclose(az.waic(idata).p_waic, p_waic, rtol=0.1)
+        axes = az.plot_density(idata)  # plot_posterior, on matplotlib >= 3.11, warns of its removal in 3.13
+        assert np.atleast_1d(axes).ravel()[0].get_title() == "mu"
+        axes = az.plot_forest(idata)
+        assert len(np.atleast_1d(axes)) == 1
     matplotlib.pyplot.close("all")
+
+
+@contextlib.contextmanager
+def _no_warning():
+    """Fails on any warning, and on any record ArviZ logs at WARNING (ArviZ 0.23 logs its
+    'Shape validation failed' instead of warning)."""
+    records = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append
+    loggers = [logging.getLogger(name) for name in ("arviz", "arviz_base", "arviz_stats", "arviz_plots")]
+    for logger in loggers:
+        logger.addHandler(handler)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            yield
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+    assert not records, [record.getMessage() for record in records]
+
+
+def test_arviz_reads_the_export_without_a_warning(normal_fit, tmp_path):
+    data = normal_fit.to_arviz(num_draws=2000, key=jax.random.key(4))
+    with _no_warning():
+        table = az.summary(data)
+        _loo(data)
+        vb.export.loo_approximate_posterior(data)
+        if arviz_compat.MAJOR >= 1:
+            import arviz_plots as azp
+
+            azp.plot_dist(data, backend="matplotlib")
+        else:
+            az.plot_density(data)
+        back = xr.open_datatree(arviz_compat.to_netcdf(data, tmp_path / "fit.nc"))
+        assert vb.export.read_configs(back) == [normal_fit.config]
+    assert np.isfinite(table.loc["mu", "ess_bulk"])
+    matplotlib.pyplot.close("all")
+
+
+def test_loo_of_an_exact_guide_needs_no_correction():
+    model = vb.Model.from_numpyro(log_scale_model, y=LOG_SCALE_Y)
+    mean, sd = log_scale_posterior()
+    fit = fit_at(model, *whitened([mean], [sd]), guide="meanfield")
+    data = fit.to_arviz(num_draws=4000, key=jax.random.key(10), posterior_predictive=False)
+    corrected = vb.export.loo_approximate_posterior(data)
+    elpd, p_loo, pareto_k = _loo(data)
+    # q is the posterior over log s: p / q is constant, so the corrected LOO is plain PSIS-LOO.
+    corrected_elpd = corrected.elpd if arviz_compat.MAJOR >= 1 else corrected.elpd_loo
+    np.testing.assert_allclose(corrected_elpd, elpd, rtol=1e-4)
+    # lp is the density of s, not of log s: against q's variable it is off by the Jacobian s.
+    stats_group = arviz_compat.group(data, "sample_stats")
+    wrong = arviz_compat.loo_approximate_posterior(data, stats_group["lp"], stats_group["log_q"])
+    wrong_elpd = wrong.elpd if arviz_compat.MAJOR >= 1 else wrong.elpd_loo
+    assert abs(wrong_elpd - elpd) > 0.05
+    point = fit_at(model, DeltaParams(jnp.zeros(1)), guide="delta")
+    with pytest.raises(ValueError, match="point guide"):
+        vb.export.loo_approximate_posterior(point.to_arviz(num_draws=10))
 
 
 def test_netcdf_round_trip_keeps_every_group(schools_fit, tmp_path):
     idata = schools_fit.to_arviz(num_draws=100, key=jax.random.key(8))
-    path = idata.to_netcdf(str(tmp_path / "fit.nc"))
+    path = arviz_compat.to_netcdf(idata, tmp_path / "fit.nc")
     back = az.from_netcdf(path)
-    assert back.groups() == idata.groups()
-    for group in idata.groups():
+    assert type(back) is type(idata)
+    assert arviz_compat.group_names(back) == arviz_compat.group_names(idata)
+    for group in arviz_compat.group_names(idata):
         assert set(back[group].data_vars) == set(idata[group].data_vars)
         for name, var in idata[group].data_vars.items():
             assert back[group][name].dims == var.dims
@@ -199,7 +293,7 @@ def test_the_starting_stage_is_kept_per_chain(tmp_path):
     fell_back = fit_at(model, params, start=Start("prior", precond, 0.1, message, 0.25), init="laplace")
     without = fit_at(model, params, init="prior")  # made by hand: no starting stage recorded
     idata = vb.to_arviz([fell_back, without], num_draws=10, log_likelihood=False)
-    back = az.from_netcdf(idata.to_netcdf(str(tmp_path / "starts.nc")))
+    back = az.from_netcdf(arviz_compat.to_netcdf(idata, tmp_path / "starts.nc"))
     for data in (idata, back):
         assert [str(m) for m in data.vi_trace["start_method"].values] == ["prior", ""]
         assert [str(m) for m in data.vi_trace["start_message"].values] == [message, ""]
@@ -266,10 +360,10 @@ def test_a_plain_log_density_exports_without_log_likelihood_and_says_so():
     fit = fit_at(gaussian(np.eye(3)), meanfield_params(np.zeros(3), np.ones(3)))
     with pytest.warns(UserWarning, match="plain log density.*no log_likelihood"):
         idata = fit.to_arviz(num_draws=20)
-    assert set(idata.groups()) == {"posterior", "sample_stats", "vi_trace"}
+    assert set(arviz_compat.group_names(idata)) == {"posterior", "sample_stats", "vi_trace"}
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert "log_likelihood" not in fit.to_arviz(num_draws=20, log_likelihood=False).groups()
+        assert "log_likelihood" not in arviz_compat.group_names(fit.to_arviz(num_draws=20, log_likelihood=False))
 
     # A pointwise log-likelihood given as a function of one draw's values.
     y = np.array([0.5, -1.0, 2.0], np.float32)
@@ -314,4 +408,4 @@ def test_bad_input_gets_a_clear_error(schools_fit):
     with pytest.raises(TypeError, match="JAX random key"):
         schools_fit.to_arviz(key=0)
     with pytest.raises(ValueError, match="not exported by vibench"):
-        vb.export.read_configs(az.from_dict(posterior={"a": np.zeros((1, 3))}))
+        vb.export.read_configs(arviz_compat.from_dict({"posterior": {"a": np.zeros((1, 3))}}))

@@ -1,13 +1,14 @@
 """Fits set against reference draws: compare, scalar_draws and plot_compare (vibench/reference.py)."""
 
-import arviz as az
 import jax
 import matplotlib
 import numpy as np
 import pytest
+import xarray as xr
 from matplotlib.figure import Figure
 
 import vibench as vb
+from vibench import arviz_compat
 
 from oracles import fit_at, gaussian, whitened
 
@@ -24,11 +25,11 @@ def test_compare_against_a_reference_with_known_moments():
         return mean + sd * z
 
     approx = {"a": exact(1.0, 1.0, 1000), "b": exact(np.array([0.0, 2.0]), np.array([0.5, 3.0]), 1000)}
-    reference = az.from_dict(posterior={
+    reference = arviz_compat.from_dict({"posterior": {
         "a": exact(1.5, 2.0, 2000).reshape(2, 1000),
         "b": exact(np.array([0.0, 1.0]), np.array([1.0, 3.0]), 2000).reshape(2, 1000, 2),
         "c": np.zeros((2, 1000)),
-    })
+    }})
     table = vb.diagnostics.compare(approx, reference)
     assert list(table.index) == ["a", "b[0]", "b[1]"]
     np.testing.assert_allclose(table["std_mean_error"], [-0.25, 0.0, 1 / 3], atol=1e-9)
@@ -53,9 +54,13 @@ def test_scalar_draws_label_every_scalar_parameter():
     flat = vb.reference.scalar_draws(draws)
     assert list(flat) == ["a", "b[0, 0]", "b[0, 1]", "b[1, 0]", "b[1, 1]"]
     np.testing.assert_array_equal(flat["b[1, 0]"], np.arange(6.0) * 4 + 2)
-    idata = az.from_dict(posterior={"t": np.ones((2, 5, 3))}, coords={"school": ["x", "y", "z"]}, dims={"t": ["school"]})
+    idata = arviz_compat.from_dict({"posterior": {"t": np.ones((2, 5, 3))}}, coords={"school": ["x", "y", "z"]},
+                                   dims={"t": ["school"]})
     assert list(vb.reference.scalar_draws(idata)) == ["t[x]", "t[y]", "t[z]"]
     assert vb.reference.scalar_draws(idata)["t[y]"].shape == (10,)
+    # A DataTree whichever ArviZ is installed (ArviZ 1.x's container, or a netCDF file opened with xarray).
+    tree = xr.DataTree.from_dict({"posterior": arviz_compat.group(idata, "posterior")})
+    assert list(vb.reference.scalar_draws(tree)) == ["t[x]", "t[y]", "t[z]"]
 
 
 def test_plot_compare_returns_a_figure_with_both_marginals():

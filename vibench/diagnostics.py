@@ -1,7 +1,7 @@
 """Diagnostics of a fitted guide: PSIS k-hat, ELBO convergence, gradient variance, a reference check.
 
 - :func:`khat`: the Pareto k-hat of the importance ratios p(y, z) / q(z) (Yao et al. 2018,
-  https://arxiv.org/abs/1802.02538), smoothed by ArviZ's ``psislw``, with its reading.
+  https://arxiv.org/abs/1802.02538), Pareto-smoothed by ArviZ (arviz-stats on 1.x), with its reading.
 - :func:`elbo_convergence`: the change of the ELBO between the last two windows of the trace.
 - :func:`diagnose`: both of those plus the starting stage, rejected steps and wall time, as one
   :class:`Diagnosis` (``vibench.export.summary`` puts it beside ArviZ's summary table).
@@ -19,6 +19,7 @@ import jax
 import numpy as np
 
 from ._checks import as_key, check_count
+from .arviz_compat import psislw
 from .evaluation import Draws, importance_draws
 from .gradients import GradientVariance, gradient_variance
 from .reference import compare, plot_compare
@@ -68,12 +69,11 @@ class Convergence(NamedTuple):
 
 
 def psis(log_weights) -> tuple[np.ndarray, float]:
-    """Pareto-smoothed log weights ``(n,)`` (normalised to log-sum-exp 0) and the k-hat, by ArviZ.
+    """Pareto-smoothed log weights ``(n,)`` (normalised to log-sum-exp 0) and the k-hat, by ArviZ,
+    of log importance ratios ``log_weights`` ``(n,)``.
 
     Ratios constant to 1e-4 in log (an exact guide, up to float32 rounding) give k-hat ``-inf``.
     """
-    import arviz as az
-
     log_weights = np.asarray(log_weights, np.float64)
     if log_weights.ndim != 1 or log_weights.size < 2:
         raise ValueError(f"psis needs a 1-D array of at least 2 log weights, got shape {log_weights.shape}")
@@ -84,8 +84,7 @@ def psis(log_weights) -> tuple[np.ndarray, float]:
         # Constant ratios: the guide equals the posterior up to float32 rounding. ArviZ's GPD fit
         # sees a tail of ties there and answers inf; a bounded ratio has k-hat -inf.
         return np.full(log_weights.shape, -np.log(log_weights.size)), float("-inf")
-    smoothed, k = az.psislw(log_weights)
-    return np.asarray(smoothed), float(k)
+    return psislw(log_weights)
 
 
 SHIFT_THRESHOLD = 0.3  # guide sds between the guide's means and its importance-weighted means

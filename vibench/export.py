@@ -1,6 +1,8 @@
-"""Fits as ``arviz.InferenceData``: a thin :func:`to_arviz` over a converter with one method per group.
+"""Fits in ArviZ's format: a thin :func:`to_arviz` over a converter with one method per group.
 
-Groups, each with a leading ``chain`` axis (one chain per fit) and ``draw`` axis (guide draws):
+The container is the installed ArviZ's own (an ``xarray.DataTree`` on ArviZ 1.x, an
+``arviz.InferenceData`` on 0.23), built by :mod:`vibench.arviz_compat`. Groups, each with a
+leading ``chain`` axis (one chain per fit) and ``draw`` axis (guide draws):
 
 - ``posterior``: constrained draws of every latent and deterministic site; NumPyro plates name
   the dims (``dims=`` / ``coords=`` as in ArviZ's converters override and extend them).
@@ -28,6 +30,7 @@ from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence, Union
 import jax
 import numpy as np
 
+from . import arviz_compat
 from .config import Config
 from ._checks import as_key, check_count
 from ._version import __version__
@@ -35,7 +38,7 @@ from .diagnostics import diagnose, khat_reading, psis
 from .evaluation import Draws, importance_draws
 from .model_info import ModelInfo, log_likelihood_fn, model_info, predictive_fn
 
-__all__ = ["to_arviz", "summary", "read_configs", "InferenceDataConverter", "TRACE_GROUP"]
+__all__ = ["to_arviz", "summary", "read_configs", "loo_approximate_posterior", "InferenceDataConverter", "TRACE_GROUP"]
 
 TRACE_GROUP = "vi_trace"
 
@@ -43,12 +46,13 @@ TRACE_GROUP = "vi_trace"
 def to_arviz(fits, num_draws: int = 1000, key: Optional[jax.Array] = None, posterior_predictive: bool = True,
              log_likelihood: Union[bool, Callable] = True, dims: Optional[Mapping[str, Sequence[str]]] = None,
              coords: Optional[Mapping[str, Any]] = None, psis_reweight: bool = False):
-    """An ``arviz.InferenceData`` of one :class:`~vibench.Fit`, or of several fits of one model as
-    chains (so ``az.rhat`` across restarts flags multimodal or unstable fits).
+    """One :class:`~vibench.Fit`, or several fits of one model as chains (so R-hat across restarts
+    flags multimodal or unstable fits), as the installed ArviZ's container: an ``xarray.DataTree``
+    on ArviZ 1.x, an ``arviz.InferenceData`` on 0.23.
 
     ``num_draws`` guide draws per fit. ``log_likelihood`` may be a function ``fn(values) ->
     {name: (n_obs,)}`` of one draw's constrained values, the only way to give a model built with
-    ``Model.from_log_density`` a ``log_likelihood`` group (and ``az.loo``). ``psis_reweight=True``
+    ``Model.from_log_density`` a ``log_likelihood`` group (and LOO). ``psis_reweight=True``
     resamples each chain's draws with their Pareto-smoothed importance weights (systematic
     resampling), moving them toward the posterior when k-hat is small (point guides: ValueError).
     """
@@ -59,22 +63,39 @@ def to_arviz(fits, num_draws: int = 1000, key: Optional[jax.Array] = None, poste
 
 
 def summary(fit, num_draws: int = 4000, key: Optional[jax.Array] = None, kind: str = "stats"):
-    """``az.summary`` of ``num_draws`` guide draws (a pandas DataFrame, one row per scalar
+    """ArviZ's ``summary`` of ``num_draws`` guide draws (a pandas DataFrame, one row per scalar
     parameter), with the fit's :class:`Diagnosis` in ``df.attrs["diagnosis"]``."""
-    import arviz as az
-
-    idata = to_arviz(fit, num_draws=num_draws, key=key, log_likelihood=False, posterior_predictive=False)
-    table = az.summary(idata, kind=kind)
+    data = to_arviz(fit, num_draws=num_draws, key=key, log_likelihood=False, posterior_predictive=False)
+    table = arviz_compat.summary(data, kind=kind)
     # The same diagnosis as fit.diagnose(num_draws, key): k-hat and the mean shift in the flat space.
     table.attrs["diagnosis"] = diagnose(fit, num_draws, key)
     return table
 
 
-def read_configs(idata) -> list:
-    """The :class:`~vibench.Config` of each chain of an exported (or netCDF-loaded) InferenceData."""
-    if TRACE_GROUP not in getattr(idata, "groups", lambda: [])():
-        raise ValueError(f"this InferenceData has no {TRACE_GROUP!r} group: it was not exported by vibench")
-    return [Config.from_json(str(text)) for text in idata[TRACE_GROUP]["config"].values]
+def read_configs(data) -> list:
+    """The :class:`~vibench.Config` of each chain of an export (DataTree or InferenceData, as
+    exported or read back from netCDF)."""
+    trace = arviz_compat.group(data, TRACE_GROUP)
+    if trace is None:
+        raise ValueError(f"this {type(data).__name__} has no {TRACE_GROUP!r} group: it was not exported by vibench")
+    return [Config.from_json(str(text)) for text in trace["config"].values]
+
+
+def loo_approximate_posterior(data, var_name: Optional[str] = None):
+    """PSIS-LOO of an export, corrected for its draws coming from the guide q, not the posterior
+    (ArviZ 1.x's ``arviz_stats.loo_approximate_posterior``; the same estimate on 0.23).
+
+    The target's log density must be over the guide's variables: the flat-space log joint
+    ``log_weight + log_q`` (``lp`` plus the log-Jacobian), not ``lp``, which is in the model's
+    constrained parameterisation. A point guide has no density: ValueError.
+    """
+    stats = arviz_compat.group(data, "sample_stats")
+    if stats is None or "log_q" not in stats or "log_weight" not in stats:
+        raise ValueError("loo_approximate_posterior needs sample_stats log_q and log_weight: a vibench export")
+    log_q = stats["log_q"]
+    if bool(np.isnan(log_q).any()):
+        raise ValueError("log_q is NaN: a point guide (a MAP fit) has no density, so its LOO has no importance correction")
+    return arviz_compat.loo_approximate_posterior(data, stats["log_weight"] + log_q, log_q, var_name=var_name)
 
 
 class _Chain(NamedTuple):
@@ -85,8 +106,9 @@ class _Chain(NamedTuple):
 
 
 class InferenceDataConverter:
-    """Draws once per fit at construction; each ``*_to_xarray`` method builds one group (``None``
-    where it does not apply) and :meth:`to_inference_data` gathers them."""
+    """Draws once per fit at construction; each group's method returns its arrays ``{name:
+    (chain, draw, ...)}`` (``None`` where it does not apply; ``vi_trace`` an xarray Dataset) and
+    :meth:`to_inference_data` gathers them into the installed ArviZ's container."""
 
     def __init__(self, fits, *, num_draws=1000, key=None, posterior_predictive=True, log_likelihood=True,
                  dims=None, coords=None, psis_reweight=False):
@@ -100,16 +122,17 @@ class InferenceDataConverter:
             _check_no_point(self.fits, "psis_reweight=True")
         self.model = self.fits[0].model
         self.is_numpyro = self.model.numpyro_model is not None
-        self.posterior_predictive = bool(posterior_predictive)
-        self.log_likelihood = log_likelihood if callable(log_likelihood) else bool(log_likelihood)
+        self.with_predictive = bool(posterior_predictive)
+        self.log_likelihood_fn = log_likelihood if callable(log_likelihood) else bool(log_likelihood)
         self.info = model_info(self.model) if self.is_numpyro else ModelInfo({}, {}, (), {}, {})
         self.dims = {**self.info.dims, **self.info.constant_dims, **{k: list(v) for k, v in (dims or {}).items()}}
         self.coords = dict(coords or {})
         self.psis_reweight = bool(psis_reweight)
-        if self.log_likelihood is True and not self.is_numpyro:
+        self._attrs = {"inference_library": "vibench", "inference_library_version": __version__}
+        if self.log_likelihood_fn is True and not self.is_numpyro:
             _warn(
                 f"model {self.model.name!r} is a plain log density: its export has posterior, sample_stats "
-                f"and {TRACE_GROUP} but no log_likelihood (which az.loo and az.waic need), posterior_predictive "
+                f"and {TRACE_GROUP} but no log_likelihood (which LOO needs), posterior_predictive "
                 "or observed_data; pass log_likelihood=fn, fn(values) -> {name: pointwise log-likelihood}, to add "
                 "one, or log_likelihood=False to export without this warning"
             )
@@ -133,47 +156,38 @@ class InferenceDataConverter:
                 draws = jax.tree.map(lambda x: x[index], draws)
         return _Chain(fit, draws, k, predictive_key)
 
-    def _dataset(self, data: dict, *, skip_event_dims=None, default_dims=None, attrs=None):
-        import arviz as az
-
-        attrs = {"inference_library": "vibench", "inference_library_version": __version__, **(attrs or {})}
-        return az.dict_to_dataset(data, attrs=attrs, coords=self.coords, dims=self.dims,
-                                  skip_event_dims=skip_event_dims, default_dims=default_dims)
-
     def _stacked(self, get) -> dict:
         per_chain = [get(chain) for chain in self.chains]
         return {name: np.stack([np.asarray(values[name]) for values in per_chain]) for name in per_chain[0]}
 
-    def posterior_to_xarray(self):
-        return self._dataset(self._stacked(lambda c: c.draws.values),
-                             attrs={"num_draws": self.chains[0].draws.z.shape[0], "psis_reweighted": int(self.psis_reweight)})
+    def posterior(self) -> dict:
+        return self._stacked(lambda c: c.draws.values)
 
-    def sample_stats_to_xarray(self):
-        return self._dataset(self._stacked(lambda c: {"lp": c.draws.lp, "log_q": c.draws.log_q, "log_weight": c.draws.log_weight}))
+    def sample_stats(self) -> dict:
+        return self._stacked(lambda c: {"lp": c.draws.lp, "log_q": c.draws.log_q, "log_weight": c.draws.log_weight})
 
-    def log_likelihood_to_xarray(self):
-        if self.log_likelihood is False:
+    def log_likelihood(self) -> Optional[dict]:
+        if self.log_likelihood_fn is False:
             return None
-        if callable(self.log_likelihood):
-            return self._dataset(self._stacked(lambda c: _user_log_likelihood(self.log_likelihood, c.draws.values)), skip_event_dims=True)
+        if callable(self.log_likelihood_fn):
+            return self._stacked(lambda c: _user_log_likelihood(self.log_likelihood_fn, c.draws.values))
         if not self.is_numpyro or not (self.info.observed or self.info.factors):
             return None
-        return self._dataset(self._stacked(lambda c: log_likelihood_fn(self.model, len(c.draws.z))(self._latent(c))),
-                             skip_event_dims=True)
+        return self._stacked(lambda c: log_likelihood_fn(self.model, len(c.draws.z))(self._latent(c)))
 
-    def posterior_predictive_to_xarray(self):
-        if not (self.posterior_predictive and self.is_numpyro and self.info.observed):
+    def posterior_predictive(self) -> Optional[dict]:
+        if not (self.with_predictive and self.is_numpyro and self.info.observed):
             return None
         sites = tuple(self.info.observed)
-        return self._dataset(self._stacked(lambda c: predictive_fn(self.model, len(c.draws.z), sites)(c.predictive_key, self._latent(c))))
+        return self._stacked(lambda c: predictive_fn(self.model, len(c.draws.z), sites)(c.predictive_key, self._latent(c)))
 
-    def observed_data_to_xarray(self):
-        return self._dataset(self.info.observed, default_dims=[]) if self.info.observed else None
+    def observed_data(self) -> Optional[dict]:
+        return dict(self.info.observed) or None
 
-    def constant_data_to_xarray(self):
-        return self._dataset(self.info.constant, default_dims=[]) if self.info.constant else None
+    def constant_data(self) -> Optional[dict]:
+        return dict(self.info.constant) or None
 
-    def vi_trace_to_xarray(self):
+    def vi_trace(self):
         import xarray as xr
 
         steps = max(chain.fit.num_steps for chain in self.chains)
@@ -196,22 +210,24 @@ class InferenceDataConverter:
             "khat": np.array([c.khat for c in self.chains], np.float64),
         }
         data = {**per_step, **{k: (("chain",), v) for k, v in per_chain.items()}}
-        attrs = {"inference_library": "vibench", "inference_library_version": __version__, "model": self.model.name}
+        attrs = {**self._attrs, "model": self.model.name}
         return xr.Dataset(data, coords={"chain": np.arange(len(self.chains)), "step": np.arange(steps)}, attrs=attrs)
 
     def to_inference_data(self):
-        import arviz as az
-
+        """The installed ArviZ's container (DataTree or InferenceData) of every group that applies."""
         groups = {
-            "posterior": self.posterior_to_xarray(),
-            "sample_stats": self.sample_stats_to_xarray(),
-            "log_likelihood": self.log_likelihood_to_xarray(),
-            "posterior_predictive": self.posterior_predictive_to_xarray(),
-            "observed_data": self.observed_data_to_xarray(),
-            "constant_data": self.constant_data_to_xarray(),
-            TRACE_GROUP: self.vi_trace_to_xarray(),
+            "posterior": self.posterior(),
+            "sample_stats": self.sample_stats(),
+            "log_likelihood": self.log_likelihood(),
+            "posterior_predictive": self.posterior_predictive(),
+            "observed_data": self.observed_data(),
+            "constant_data": self.constant_data(),
         }
-        return az.InferenceData(**{name: group for name, group in groups.items() if group is not None})
+        groups = {name: values for name, values in groups.items() if values is not None}
+        attrs = {name: dict(self._attrs) for name in groups}
+        attrs["posterior"].update(num_draws=self.chains[0].draws.z.shape[0], psis_reweighted=int(self.psis_reweight))
+        return arviz_compat.from_dict(groups, dims=self.dims, coords=self.coords, attrs=attrs,
+                                      extra={TRACE_GROUP: self.vi_trace()})
 
     def _latent(self, chain) -> dict:
         return {name: chain.draws.values[name] for name in self.model.sites}

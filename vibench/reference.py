@@ -1,7 +1,8 @@
 """A fit against reference draws (say, long MCMC): a table of moments and an overlay of marginals.
 
 Both sides may be a :class:`vibench.Fit` (``num_draws`` guide draws are taken), an
-``arviz.InferenceData`` or ``xarray.Dataset`` (its ``posterior``, chains pooled) or a dict of draws
+``xarray.DataTree`` or ``arviz.InferenceData`` (its ``posterior``, chains pooled), an
+``xarray.Dataset`` or a dict of draws
 ``{name: (draws, *shape)}`` or ``{name: (chains, draws, *shape)}``. Variables are matched by name
 and by position within their shape, so coordinates need not agree.
 """
@@ -14,6 +15,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ._checks import as_key
+from .arviz_compat import group, kde
 
 __all__ = ["compare", "plot_compare", "scalar_draws", "scalar_labels"]
 
@@ -43,7 +45,6 @@ def plot_compare(approx, reference, var_names: Optional[Sequence[str]] = None, n
                  max_panels: int = 16, labels: Sequence[str] = ("vi", "reference"), figsize=None):
     """A matplotlib Figure of marginal densities (ArviZ's KDE), the fit over the reference, one
     panel per scalar parameter (the first ``max_panels``)."""
-    import arviz as az
     from matplotlib.figure import Figure
 
     if isinstance(max_panels, bool) or not isinstance(max_panels, int) or max_panels < 1:
@@ -61,7 +62,7 @@ def plot_compare(approx, reference, var_names: Optional[Sequence[str]] = None, n
             if np.ptp(values) == 0:  # a point guide: no density to estimate
                 ax.axvline(values[0], label=name, **style)
             else:
-                grid, density = az.kde(np.asarray(values, np.float64))
+                grid, density = kde(values)
                 ax.plot(grid, density, label=name, **style)
         ax.set_title(label, fontsize="medium")
         ax.set_yticks([])
@@ -73,7 +74,7 @@ def plot_compare(approx, reference, var_names: Optional[Sequence[str]] = None, n
 
 def scalar_draws(source, num_draws: int = 4000, key=None) -> dict:
     """``{label: (S,) float64 draws}``, one entry per scalar parameter (``"theta[3]"``), from a
-    :class:`vibench.Fit` (``num_draws`` guide draws), InferenceData, Dataset or dict of draws."""
+    :class:`vibench.Fit` (``num_draws`` guide draws), DataTree, InferenceData, Dataset or dict of draws."""
     draws, coords = _draws(source, num_draws, as_key(key), None)
     out = {}
     for name, values in draws.items():
@@ -118,8 +119,9 @@ def _draws(source, num_draws, key, shapes) -> tuple[dict, dict]:
 
     if isinstance(source, Fit):
         return {k: np.asarray(v, np.float64) for k, v in source.sample(key, num_draws).items()}, {}
-    if hasattr(source, "posterior") and isinstance(getattr(source, "posterior", None), xr.Dataset):
-        source = source.posterior
+    posterior = None if isinstance(source, (dict, xr.Dataset)) else group(source, "posterior")
+    if posterior is not None:
+        source = posterior
     if isinstance(source, xr.Dataset):
         draws, coords = {}, {}
         for name, var in source.data_vars.items():
@@ -139,7 +141,7 @@ def _draws(source, num_draws, key, shapes) -> tuple[dict, dict]:
             draws[name] = value.reshape((-1,) + shape)
         return draws, {}
     raise TypeError(
-        "expected a vibench.Fit, an arviz.InferenceData or xarray.Dataset with a posterior, or a dict "
+        "expected a vibench.Fit, an xarray.DataTree, arviz.InferenceData or xarray.Dataset with a posterior, or a dict "
         f"of draws, got {type(source).__name__}"
     )
 

@@ -125,16 +125,17 @@ class Fit:
         return float(elbo_program(self.model, self.guide, num_particles)(self.params, self.precond, as_key(key)))
 
     def summary(self, num_draws: int = 4000, key: Optional[jax.Array] = None, kind: str = "stats"):
-        """``az.summary`` of ``num_draws`` guide draws (a pandas DataFrame: mean, sd and 94% HDI per
-        scalar parameter for ``kind="stats"``), with :meth:`diagnose`'s report in
-        ``df.attrs["diagnosis"]``."""
+        """ArviZ's summary of ``num_draws`` guide draws (a pandas DataFrame: mean, sd and the 89%
+        ETI per scalar parameter for ``kind="stats"``; the 94% HDI on ArviZ 0.23), with
+        :meth:`diagnose`'s report in ``df.attrs["diagnosis"]``."""
         from .export import summary
 
         return summary(self, num_draws, key, kind)
 
     def to_arviz(self, num_draws: int = 1000, key: Optional[jax.Array] = None, posterior_predictive: bool = True,
                  log_likelihood=True, dims=None, coords=None, psis_reweight: bool = False):
-        """This fit as an ``arviz.InferenceData``; see :func:`vibench.export.to_arviz`."""
+        """This fit in ArviZ's format (an ``xarray.DataTree`` on ArviZ 1.x, an ``arviz.InferenceData``
+        on 0.23); see :func:`vibench.export.to_arviz`."""
         from .export import to_arviz
 
         return to_arviz(self, num_draws=num_draws, key=key, posterior_predictive=posterior_predictive,
