@@ -2,6 +2,7 @@
 as a person would, and the Fit, the traces and the plots are checked."""
 
 import time
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -11,8 +12,11 @@ import numpyro.distributions as dist
 import pytest
 
 import vibench as vb
+from vibench import arviz_compat
 from vibench.engine import trace_count
+from vibench.widgets.views import forest_figure
 
+from oracles import one_fit_sizes
 from oracles import workbench_config as _config
 
 
@@ -258,12 +262,29 @@ def test_export_and_diagnose_buttons(schools, tmp_path):
     wb.export_button.click()
     assert "exported" in wb.export_status.value, wb.export_status.value
     assert path.exists()
-    assert set(wb.idata.groups()) >= {"posterior", "log_likelihood", "sample_stats", "vi_trace"}
-    assert wb.idata.posterior.sizes["draw"] == 200
+    groups = arviz_compat.group_names(wb.idata)
+    assert set(groups) >= {"posterior", "log_likelihood", "sample_stats", "vi_trace"}
+    assert wb.export_status.value.endswith(", ".join(groups))
+    assert (wb.idata.posterior.sizes["chain"], wb.idata.posterior.sizes["draw"]) == one_fit_sizes(200)
+    assert vb.export.read_configs(wb.idata) == [wb.fit.config]
     wb.diagnose_button.click()
     assert "PSIS" in wb.diagnosis.value and "k-hat" in wb.diagnosis.value
-    assert len(wb.diagnostics_plot.value) > 1000  # ArviZ's forest plot of the current fit
+    assert len(wb.diagnostics_plot.value) > 1000  # the forest plot of the current fit
     wb.close()
+
+
+def test_forest_figure_draws_each_parameter_without_a_warning(schools):
+    fit = vb.fit(schools, _config(num_steps=300, guide="meanfield"), progress_bar=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # ArviZ 0.23's forest plot warned of matplotlib 3.13
+        fig = forest_figure(fit, jax.random.key(0), num_draws=400)
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels == ["mu", "tau"] + [f"theta[{i}]" for i in range(8)] + [f"theta_trans[{i}]" for i in range(8)]
+    # Drawn top to bottom in that order; each point is the mean of the draws.
+    draws = vb.reference.scalar_draws(fit, 400, jax.random.key(0))
+    means = ax.lines[0].get_xdata()
+    np.testing.assert_allclose(means[:2], [draws["mu"].mean(), draws["tau"].mean()], rtol=1e-6)
 
 
 def test_reference_is_overlaid_and_compared(schools):

@@ -22,6 +22,7 @@ from typing import Optional
 import ipywidgets as widgets
 import jax
 
+from ..arviz_compat import group_names, to_netcdf
 from ..config import Config, as_config
 from ..model import Model, check_model
 from ..reference import compare, plot_compare, scalar_draws, scalar_labels
@@ -41,9 +42,9 @@ RESTART_RUNS = (2, 64)  # the fewest and most runs one launch of restarts takes
 class Workbench:
     """An interactive VI laboratory for ``model`` (a :class:`vibench.Model`).
 
-    ``config`` sets the starting controls (default ``vb.Config()``); ``reference`` (MCMC
-    InferenceData, a Dataset or a dict of draws) is overlaid on the posterior views and compared
-    in the diagnostics tab; ``init_values`` (constrained, by site) seeds the starting stage;
+    ``config`` sets the starting controls (default ``vb.Config()``); ``reference`` (MCMC draws
+    as a DataTree or InferenceData, a Dataset or a dict of draws) is overlaid on the posterior
+    views and compared in the diagnostics tab; ``init_values`` (constrained, by site) seeds the starting stage;
     ``refresh_hz`` caps how often views redraw. Python methods mirror the buttons: :meth:`run`,
     :meth:`pause`, :meth:`resume`, :meth:`stop`, :meth:`reset`, :meth:`export`, :meth:`launch`
     (restarts, from the Compare tab), and :meth:`wait` blocks until a run or launch ends (for
@@ -88,7 +89,7 @@ class Workbench:
         self.pause_button = button("Pause", "", "pause after this chunk; click again to resume")
         self.stop_button = button("Stop", "danger", "stop after this chunk, keeping the last good state")
         self.reset_button = button("Reset", "warning", "forget the current fit (finished runs stay in Compare)")
-        self.export_button = button("Export", "info", "the fit as ArviZ InferenceData in wb.idata (and a netCDF file)")
+        self.export_button = button("Export", "info", "the fit in ArviZ's format in wb.idata (and a netCDF file)")
         self.run_button.on_click(lambda _: self.run())
         self.pause_button.on_click(lambda _: self.resume() if self.runner.status.phase == "paused" else self.pause())
         self.stop_button.on_click(lambda _: self.stop())
@@ -267,14 +268,15 @@ class Workbench:
         self.controls.set_config(config)
 
     def export(self, path=None, num_draws: int = 1000, key: Optional[jax.Array] = None, **kwargs):
-        """The current fit as ``arviz.InferenceData`` (kept in ``wb.idata``), written to netCDF at
-        ``path`` when given; ``kwargs`` go to :meth:`vibench.Fit.to_arviz`."""
+        """The current fit in ArviZ's format (kept in ``wb.idata``: an ``xarray.DataTree`` on ArviZ
+        1.x, an ``arviz.InferenceData`` on 0.23), written to netCDF at ``path`` when given;
+        ``kwargs`` go to :meth:`vibench.Fit.to_arviz`."""
         fit = self.runner.fit
         if fit is None or fit.num_steps == 0:
             raise ValueError("nothing to export yet: run the Workbench first")
         idata = fit.to_arviz(num_draws=num_draws, key=jax.random.key(fit.config.seed + 2) if key is None else key, **kwargs)
         if path:
-            idata.to_netcdf(str(path))
+            to_netcdf(idata, path)
         self.idata = idata
         return idata
 
@@ -334,7 +336,7 @@ class Workbench:
             self.tabs.selected_index = 4
             return
         where = f" and written to {html.escape(path)}" if path else ""
-        groups = ", ".join(idata.groups())
+        groups = ", ".join(group_names(idata))
         self.export_status.value = f"exported to <code>wb.idata</code>{where}: {groups}"
         self.tabs.selected_index = 4
 
