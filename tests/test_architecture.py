@@ -4,6 +4,9 @@ are looked up only where a Plan is resolved. docs/architecture.md describes the 
 
 import ast
 import pathlib
+import subprocess
+import sys
+import textwrap
 
 import pytest
 
@@ -128,3 +131,36 @@ def test_names_are_looked_up_only_where_a_plan_is_resolved():
                 if name in LOOKUPS:
                     callers.add(module)
     assert callers == {"vibench.plan"}, f"registry lookups outside vibench.plan: {sorted(callers - {'vibench.plan'})}"
+
+
+# What a user's session does after importing both, in either order: a NumPyro model with a factor
+# site, evaluated through vibench. ArviZ 1.x's arviz-base, imported before numpyro, leaves a lazy
+# placeholder module that breaks numpyro.factor once numpyro.distributions is imported through it.
+FACTOR_CHECK = """
+import numpyro
+import numpyro.distributions as dist
+import jax.numpy as jnp
+
+def model():
+    mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+    numpyro.factor("penalty", -mu**2)
+
+lp = float(vibench.Model.from_numpyro(model).log_density(jnp.array([0.5])))
+assert abs(lp - (-0.5 * 0.25 - 0.5 * jnp.log(2 * jnp.pi) - 0.25)) < 1e-5, lp
+print("ok")
+"""
+
+IMPORT_ORDERS = {
+    "ArviZ first": "import arviz\nimport vibench\n",
+    # vibench alone loads no ArviZ: it imports it inside the functions that need it.
+    "vibench first": "import vibench\nimport sys\nassert not [m for m in sys.modules if m.startswith('arviz')]\nimport arviz\n",
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("order", sorted(IMPORT_ORDERS))
+def test_numpyro_factor_works_whichever_of_arviz_and_vibench_is_imported_first(order):
+    code = IMPORT_ORDERS[order] + textwrap.dedent(FACTOR_CHECK)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          cwd=PACKAGE.parent)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]

@@ -1,5 +1,14 @@
 """vibench: an interactive variational-inference workbench on a pure JAX core."""
 
+# NumPyro loaded for real before any of its submodules: ArviZ 1.x (arviz-base) imported first leaves
+# a lazy placeholder for numpyro in sys.modules, and `import numpyro.distributions` through that
+# placeholder runs numpyro.distributions a second time without its submodules, so numpyro.factor
+# fails. Reading an attribute of the package loads it; vibench imports ArviZ only inside functions.
+import numpyro as _numpyro
+
+_numpyro.__version__
+del _numpyro
+
 from . import diagnostics, engine, export, guides, methods, models, objectives, reference
 from .cache import enable_compilation_cache
 from .config import Config
