@@ -11,7 +11,7 @@ from vibench.engine import init_params, make_engine, trace_count
 from vibench.state import hyper_from_config
 from vibench.models.targets import banana, banana_moments
 
-from oracles import TWO_MEANS_Y, two_means_model, two_means_posterior
+from oracles import TWO_MEANS_Y, one_fit_sizes, two_means_model, two_means_posterior
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +94,7 @@ def test_iaf_serves_forward_kl_through_its_inverse(normal_model):
 def test_a_laplace_fit_exports_like_any_other(normal_model):
     fit = vb.fit(normal_model, guide="laplace", num_steps=200, progress_bar=False)
     idata = fit.to_arviz(num_draws=500, key=jax.random.key(0))
-    assert idata.posterior["theta"].shape == (1, 500, 2)
+    assert idata.posterior["theta"].shape == (*one_fit_sizes(500), 2)
     assert np.all(np.isfinite(idata.sample_stats["log_q"].values))
 
 

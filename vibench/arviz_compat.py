@@ -158,11 +158,12 @@ def loo_approximate_posterior(data, log_p, log_q, var_name: Optional[str] = None
     ``p / q``, ``log_p`` and ``log_q`` ``(chain, draw)`` DataArrays of the target's and the guide's
     log densities over the same variables (Magnusson et al. 2019). ArviZ 1.x's
     ``arviz_stats.loo_approximate_posterior``; on 0.23 the same estimate as an ``az.loo`` result.
+    Pointwise: ``pareto_k`` ``(n,)`` per observation.
     """
     if MAJOR >= 1:
         from arviz_stats import loo_approximate_posterior as stats_loo
 
-        return stats_loo(data, log_p=log_p, log_q=log_q, var_name=var_name)
+        return stats_loo(data, log_p=log_p, log_q=log_q, pointwise=True, var_name=var_name)
     return _loo_approximate_posterior_023(data, log_p, log_q, var_name)
 
 
